@@ -1,0 +1,95 @@
+"""ApiRequest: call an HTTP endpoint and record its answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chaosmonkey.attacks import Attack, AttackFailed
+
+
+class ApiRequest(Attack):
+    """Send ``method`` to ``endpoint`` with ``headers`` and ``payload`` as a JSON body.
+
+    The status code and elapsed time are the executor's result; with
+    ``expected_status`` the executor fails when the answer has another status.
+    """
+
+    ref = "api_request:ApiRequest"
+    schema = {
+        "type": "object",
+        "properties": {
+            "ref": {"type": "string"},
+            "args": {
+                "type": "object",
+                "properties": {
+                    "endpoint": {"type": "string", "pattern": "^https?://"},
+                    "method": {
+                        "type": "string",
+                        "enum": [
+                            "GET",
+                            "POST",
+                            "PUT",
+                            "PATCH",
+                            "DELETE",
+                            "HEAD",
+                            "OPTIONS",
+                            "get",
+                            "post",
+                            "put",
+                            "patch",
+                            "delete",
+                            "head",
+                            "options",
+                        ],
+                    },
+                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "payload": {},
+                    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+                    "expected_status": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                        "minItems": 1,
+                    },
+                },
+                "required": ["endpoint", "method"],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["ref", "args"],
+    }
+    example = {
+        "ref": ref,
+        "args": {
+            "endpoint": "http://localhost:4500",
+            "method": "GET",
+            "payload": {"test": "1"},
+            "headers": {"X-CUSTOM-HEADER": "test"},
+            "timeout": 10,
+            "expected_status": [200],
+        },
+    }
+
+    def run(self) -> dict[str, Any]:
+        from chalicelib.adapters.http import send_json
+
+        args = self.attack_config
+        answer = send_json(
+            method=args["method"].upper(),
+            url=args["endpoint"],
+            headers=args.get("headers") or {},
+            payload=args.get("payload"),
+            timeout=float(args.get("timeout", 10)),
+        )
+        result = {
+            "endpoint": args["endpoint"],
+            "method": args["method"].upper(),
+            "status_code": answer.status_code,
+            "elapsed_ms": answer.elapsed_ms,
+        }
+        expected = args.get("expected_status")
+        if expected and answer.status_code not in expected:
+            raise AttackFailed(
+                f"{args['endpoint']} answered {answer.status_code}; expected one of {expected}",
+                result=result,
+            )
+        return result

@@ -1,0 +1,1 @@
+"""Adapters: the only code importing boto3, PynamoDB, APScheduler, libcloud, paramiko, requests."""

@@ -1,0 +1,72 @@
+"""The Scheduler port on an in-process APScheduler: local mode's EventBridge Scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import tzinfo
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from chalicelib.domain.model import Executor
+
+log = logging.getLogger(__name__)
+
+
+class LocalScheduler:
+    """One date job per executor, calling ``run_executor(executor_id)`` at its time.
+
+    Jobs run however late they fire (no misfire grace): the runner itself decides
+    whether a late delivery is ``missed``, exactly as the attack Lambda does.
+    """
+
+    def __init__(self, run_executor: Callable[[str], object], timezone: tzinfo) -> None:
+        self._run_executor = run_executor
+        self._scheduler = BackgroundScheduler(
+            timezone=timezone,
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        )
+
+    def start(self) -> None:
+        if not self._scheduler.running:
+            self._scheduler.start()
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def create(self, executors: Sequence[Executor]) -> None:
+        for executor in executors:
+            self._scheduler.add_job(
+                self._run,
+                trigger="date",
+                run_date=executor.next_run_time,
+                args=[executor.id],
+                id=executor.id,
+                name=executor.name,
+                replace_existing=True,
+            )
+
+    def update(self, executor: Executor) -> None:
+        try:
+            self._scheduler.reschedule_job(
+                executor.id, trigger="date", run_date=executor.next_run_time
+            )
+        except JobLookupError:
+            self.create([executor])
+
+    def delete(self, executor_ids: Sequence[str]) -> None:
+        for executor_id in executor_ids:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(executor_id)
+
+    def scheduled_ids(self) -> list[str]:
+        return [job.id for job in self._scheduler.get_jobs()]
+
+    def _run(self, executor_id: str) -> None:
+        try:
+            self._run_executor(executor_id)
+        except Exception:  # the scheduler thread must survive any failure
+            log.exception("executor run failed", extra={"executor_id": executor_id})

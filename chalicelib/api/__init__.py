@@ -1,0 +1,1 @@
+"""The HAL JSON API: rendering, error mapping and the routes."""

@@ -1,0 +1,95 @@
+"""The one place that picks concrete adapters and wires the services."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chalicelib.adapters.clock import SystemClock
+from chalicelib.domain.ports import Clock, Scheduler, Store
+from chalicelib.plugins.contract import Attack, Planner
+from chalicelib.plugins.registry import PluginSet, load_plugins
+from chalicelib.services.execution import ExecutorRunner
+from chalicelib.services.executors import ExecutorService
+from chalicelib.services.plans import PlanService
+from chalicelib.settings import Settings
+
+SchedulerFactory = Callable[[ExecutorRunner], Scheduler]
+
+
+@dataclass
+class Engine:
+    """The wired services of one running engine."""
+
+    settings: Settings
+    attacks: PluginSet[Attack]
+    planners: PluginSet[Planner]
+    plans: PlanService
+    executors: ExecutorService
+    runner: ExecutorRunner
+    store: Store
+    scheduler: Scheduler
+
+
+def build_engine(
+    settings: Settings,
+    store: Store,
+    scheduler_factory: SchedulerFactory,
+    clock: Clock | None = None,
+) -> Engine:
+    """Wire the services on a store and a scheduler.
+
+    The scheduler is built from the runner because local mode's scheduler calls it
+    in-process; the EventBridge scheduler ignores it (it invokes the attack Lambda).
+    """
+    clock = clock or SystemClock()
+    zone = settings.timezone
+    attacks = load_plugins("attacks", Attack, settings.all_attack_folders)
+    planners = load_plugins("planners", Planner, settings.all_planner_folders)
+    runner = ExecutorRunner(
+        store=store,
+        attacks=attacks,
+        clock=clock,
+        allowed_lateness=settings.allowed_lateness,
+        kill_switch=settings.kill_switch,
+    )
+    scheduler = scheduler_factory(runner)
+    plans = PlanService(
+        store=store,
+        scheduler=scheduler,
+        attacks=attacks,
+        planners=planners,
+        clock=clock,
+        timezone=zone,
+        max_executors=settings.max_executors_per_plan,
+        list_limit=settings.list_limit,
+    )
+    executors = ExecutorService(
+        store=store, scheduler=scheduler, clock=clock, timezone=zone, list_limit=settings.list_limit
+    )
+    return Engine(settings, attacks, planners, plans, executors, runner, store, scheduler)
+
+
+def build_local_engine(settings: Settings, clock: Clock | None = None) -> Engine:
+    """Local mode: DynamoDB tables in moto (started by the caller) and APScheduler."""
+    from chalicelib.adapters.dynamo import DynamoStore
+    from chalicelib.adapters.local_scheduler import LocalScheduler
+
+    store = DynamoStore(settings)
+    store.create_tables()
+
+    def local_scheduler(runner: ExecutorRunner) -> Scheduler:
+        return LocalScheduler(runner.run, settings.timezone)
+
+    return build_engine(settings, store, local_scheduler, clock)
+
+
+def build_aws_engine(settings: Settings) -> Engine:
+    """The deployed engine: DynamoDB storage and EventBridge Scheduler."""
+    from chalicelib.adapters.dynamo import DynamoStore
+
+    def no_scheduler(runner: ExecutorRunner) -> Scheduler:
+        # EventBridge Scheduler comes with the deployment work (issue 3).
+        raise NotImplementedError("the EventBridge scheduler adapter is not built yet")
+
+    return build_engine(settings, DynamoStore(settings), no_scheduler)

@@ -1,0 +1,1 @@
+"""Pure model of plans, executors and their states; imports only the standard library."""

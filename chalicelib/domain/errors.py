@@ -1,0 +1,112 @@
+"""Errors the engine raises; each carries its data and builds its own message.
+
+EngineError
+├── NotFound                 (HTTP 404)
+│   ├── PlanNotFound
+│   └── ExecutorNotFound
+├── InvalidRequest           (HTTP 400)
+│   ├── InvalidPayload
+│   ├── UnknownPlugin
+│   ├── PlanningError
+│   ├── InvalidTrigger
+│   └── InvalidDate
+├── Conflict                 (HTTP 409)
+│   └── ExecutorAlreadyRun
+└── ServiceUnavailable       (HTTP 503)
+    ├── StorageError
+    └── SchedulingError
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class EngineError(Exception):
+    """Base of every error the engine reports to a caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(EngineError):
+    pass
+
+
+class PlanNotFound(NotFound):
+    def __init__(self, plan_id: str) -> None:
+        super().__init__(f"plan not found {plan_id}")
+        self.plan_id = plan_id
+
+
+class ExecutorNotFound(NotFound):
+    def __init__(self, executor_id: str) -> None:
+        super().__init__(f"executor not found {executor_id}")
+        self.executor_id = executor_id
+
+
+class InvalidRequest(EngineError):
+    pass
+
+
+class InvalidPayload(InvalidRequest):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"invalid payload {detail}")
+        self.detail = detail
+
+
+class UnknownPlugin(InvalidRequest):
+    """A ref that names no loaded plugin of the expected kind."""
+
+    def __init__(self, kind: str, ref: object, known: Iterable[str], why: str = "") -> None:
+        known_list = ", ".join(sorted(known)) or "none"
+        reason = f": {why}" if why else ""
+        super().__init__(f"invalid {kind} {ref!r}{reason}; known: {known_list}")
+        self.kind = kind
+        self.ref = ref
+
+
+class PlanningError(InvalidRequest):
+    """The planner's arguments cannot be turned into executors."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"cannot plan: {detail}")
+        self.detail = detail
+
+
+class InvalidTrigger(InvalidRequest):
+    def __init__(self, trigger_type: object) -> None:
+        super().__init__(f"Invalid trigger type {trigger_type!r}; only 'date' is supported")
+        self.trigger_type = trigger_type
+
+
+class InvalidDate(InvalidRequest):
+    def __init__(self, value: object, detail: str = "expected ISO 8601") -> None:
+        super().__init__(f"Invalid date format {value!r}: {detail}")
+        self.value = value
+
+
+class Conflict(EngineError):
+    pass
+
+
+class ExecutorAlreadyRun(Conflict):
+    def __init__(self, executor_id: str, status: str) -> None:
+        super().__init__(f"executor {executor_id} cannot be changed: it is already {status}")
+        self.executor_id = executor_id
+        self.status = status
+
+
+class ServiceUnavailable(EngineError):
+    pass
+
+
+class StorageError(ServiceUnavailable):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"storage failed: {detail}")
+
+
+class SchedulingError(ServiceUnavailable):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"scheduling failed: {detail}")

@@ -1,0 +1,139 @@
+"""Plans, executors and the executor state machine."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class ExecutorStatus(enum.Enum):
+    """Where an executor is in its life; see DESIGN.md section 5."""
+
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    MISSED = "missed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (ExecutorStatus.SCHEDULED, ExecutorStatus.RUNNING)
+
+    @property
+    def is_pending(self) -> bool:
+        return not self.is_terminal
+
+
+# The only transitions an executor may make. Everything else is a bug or a race.
+ALLOWED_TRANSITIONS: dict[ExecutorStatus, frozenset[ExecutorStatus]] = {
+    ExecutorStatus.SCHEDULED: frozenset(
+        {ExecutorStatus.RUNNING, ExecutorStatus.SKIPPED, ExecutorStatus.MISSED}
+    ),
+    ExecutorStatus.RUNNING: frozenset(
+        {ExecutorStatus.SUCCEEDED, ExecutorStatus.FAILED, ExecutorStatus.SKIPPED}
+    ),
+}
+
+
+def can_transition(source: ExecutorStatus, target: ExecutorStatus) -> bool:
+    return target in ALLOWED_TRANSITIONS.get(source, frozenset())
+
+
+@dataclass(frozen=True)
+class ProposedExecutor:
+    """One run of an attack that a planner proposes; the engine stores and schedules it."""
+
+    run_at: datetime
+    name: str
+    attack: dict[str, Any]
+
+
+@dataclass
+class Executor:
+    """One scheduled run of an attack and, once it ran, its outcome."""
+
+    id: str
+    plan_id: str
+    name: str
+    next_run_time: datetime
+    attack: dict[str, Any]
+    status: ExecutorStatus = ExecutorStatus.SCHEDULED
+    dry_run: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: Any = None
+    error: str | None = None
+    reason: str | None = None
+
+    @property
+    def executed(self) -> bool:
+        return self.status.is_terminal
+
+
+@dataclass
+class StatusCounts:
+    """How many executors of a plan are in each status."""
+
+    counts: dict[ExecutorStatus, int] = field(default_factory=dict)
+
+    def of(self, status: ExecutorStatus) -> int:
+        return self.counts.get(status, 0)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def pending(self) -> int:
+        return sum(n for status, n in self.counts.items() if status.is_pending)
+
+    def as_dict(self) -> dict[str, int]:
+        return {status.value: self.of(status) for status in ExecutorStatus}
+
+
+@dataclass
+class Plan:
+    """A named planner + attack pair and the executors it produced."""
+
+    id: str
+    name: str
+    created: datetime
+    planner: dict[str, Any]
+    attack: dict[str, Any]
+    dry_run: bool = False
+    counts: StatusCounts = field(default_factory=StatusCounts)
+
+    @property
+    def executors_count(self) -> int:
+        return self.counts.total
+
+    @property
+    def executed(self) -> bool:
+        """True when none of the plan's executors is still pending."""
+        return self.counts.pending == 0
+
+
+_SECRET_KEY = re.compile(
+    r"pass(word)?|secret|token|pem|private|authorization|api[-_]?key|credential|cookie",
+    re.IGNORECASE,
+)
+REDACTED = "<redacted>"
+
+
+def redact(value: Any) -> Any:
+    """Return a copy of a plugin config with every secret-looking value replaced.
+
+    Configs are stored as given (the attack needs them) but are never shown whole.
+    """
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if _SECRET_KEY.search(str(key)) else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value

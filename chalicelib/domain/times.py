@@ -1,0 +1,56 @@
+"""Parsing and formatting of the dates the API and the planners exchange."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from chalicelib.domain.errors import InvalidDate
+
+
+def parse_datetime(value: object, default_zone: tzinfo) -> datetime:
+    """Parse an ISO 8601 date; one without an offset is taken in ``default_zone``."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidDate(value, "expected an ISO 8601 date string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise InvalidDate(value, str(error)) from None
+    return localize(parsed, default_zone)
+
+
+def localize(moment: datetime, zone: tzinfo) -> datetime:
+    """Give a naive datetime the zone's offset; keep an aware one as it is."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return moment.replace(tzinfo=zone)
+    return moment
+
+
+def to_storage(moment: datetime) -> str:
+    """A fixed-width UTC string that sorts like the instant it names."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_storage(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def to_api(moment: datetime | None, zone: tzinfo) -> str | None:
+    """ISO 8601 with the offset of the engine's timezone, to the second."""
+    if moment is None:
+        return None
+    return moment.astimezone(zone).replace(microsecond=0).isoformat()
+
+
+def whole_seconds(moment: datetime) -> datetime:
+    """Scheduler expressions have one-second resolution; so do our executors."""
+    return moment.replace(microsecond=0)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+ONE_SECOND = timedelta(seconds=1)

@@ -1,0 +1,143 @@
+"""Base classes every attack and planner extends; compatible with 2017 plugins.
+
+An attack is built as ``Attack(args)`` and run with ``run()``; a planner is built as
+``Planner(name)`` and ``plan(planner_config, attack_config)`` proposes executors with
+``self._add_job(date, name, attack_config)`` (or the 2017 code form ``add_plan`` +
+``_add_executor``). Planners never store or schedule anything themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any, ClassVar
+
+from chalicelib.domain.model import ProposedExecutor
+from chalicelib.domain.times import localize, utc_now
+
+
+class AttackSkipped(Exception):
+    """Raised by an attack that decided not to act; the executor ends ``skipped``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AttackFailed(Exception):
+    """Raised by an attack that acted and failed; ``result`` is stored with the error."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class _SystemClock:
+    def now(self) -> datetime:
+        return utc_now()
+
+
+@dataclass
+class AttackContext:
+    """What the engine tells an attack about the run it is part of."""
+
+    executor_id: str = ""
+    plan_id: str = ""
+    dry_run: bool = False
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("attacks"))
+    clock: Any = field(default_factory=_SystemClock)
+
+
+def _to_dict(ref: Any, schema: Any, example: Any) -> dict[str, Any]:
+    return {"ref": ref, "schema": schema, "example": example}
+
+
+class Attack:
+    """Base class of attacks. Subclasses set ``ref``, ``schema``, ``example`` and ``run``.
+
+    ``schema`` validates the whole ``{"ref": ..., "args": {...}}`` object (the 2017 rule);
+    ``run`` reads ``self.attack_config`` (the ``args``) and may return a JSON-able result
+    describing what it targeted and did. It raises ``AttackSkipped`` to refuse and any
+    other exception to fail. ``self.context`` carries the executor id and dry-run flag.
+    """
+
+    ref: ClassVar[str | None] = None
+    schema: ClassVar[dict[str, Any] | None] = None
+    example: ClassVar[dict[str, Any] | None] = None
+
+    def __init__(self, attack_config: dict[str, Any] | None) -> None:
+        self.attack_config: dict[str, Any] = dict(attack_config or {})
+        self.context = AttackContext()
+
+    def run(self) -> Any:
+        raise NotImplementedError("Attacks should implement run()")
+
+    @staticmethod
+    def _to_dict(ref: Any, schema: Any, example: Any) -> dict[str, Any]:
+        return _to_dict(ref, schema, example)
+
+    @classmethod
+    def to_dict(cls) -> dict[str, Any]:
+        return _to_dict(cls.ref, cls.schema, cls.example)
+
+
+@dataclass
+class _ProposedPlan:
+    """What ``add_plan`` returns to a 2017-style planner: something with an ``id``."""
+
+    name: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class Planner:
+    """Base class of planners. Subclasses set ``ref``, ``schema``, ``example`` and ``plan``.
+
+    ``schema`` validates the planner's ``args``. ``plan(planner_config, attack_config)``
+    receives the whole ``{"ref", "args"}`` planner object and the attack object, and calls
+    ``self._add_job(date, name, attack_config)`` once per executor. Naive dates are in
+    the engine's timezone (``self.timezone``); ``self.clock.now()`` is the current instant.
+    """
+
+    ref: ClassVar[str | None] = None
+    schema: ClassVar[dict[str, Any] | None] = None
+    example: ClassVar[dict[str, Any] | None] = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.timezone: tzinfo = UTC
+        self.clock: Any = _SystemClock()
+        self.max_executors: int | None = None
+        self.proposals: list[ProposedExecutor] = []
+
+    def plan(self, planner_config: dict[str, Any], attack_config: dict[str, Any]) -> None:
+        raise NotImplementedError("Planners should implement plan()")
+
+    def _add_job(self, date: datetime, name: str, attack_config: dict[str, Any]) -> None:
+        """Propose one executor of ``attack_config`` at ``date``."""
+        if not isinstance(date, datetime):
+            raise TypeError(f"executor date must be a datetime, not {type(date).__name__}")
+        self.proposals.append(
+            ProposedExecutor(
+                run_at=localize(date, self.timezone), name=str(name), attack=attack_config
+            )
+        )
+
+    def add_plan(self, name: str) -> _ProposedPlan:
+        """2017 code form: the plan is created by the engine; this only returns an id."""
+        return _ProposedPlan(name=name)
+
+    def _add_executor(
+        self, date: datetime, name: str, attack_config: dict[str, Any], plan_id: str
+    ) -> None:
+        """2017 code form of ``_add_job``; ``plan_id`` is ignored (the engine owns plans)."""
+        self._add_job(date, name, attack_config)
+
+    @staticmethod
+    def _to_dict(ref: Any, schema: Any, example: Any) -> dict[str, Any]:
+        return _to_dict(ref, schema, example)
+
+    @classmethod
+    def to_dict(cls) -> dict[str, Any]:
+        return _to_dict(cls.ref, cls.schema, cls.example)

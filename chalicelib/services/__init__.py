@@ -1,0 +1,1 @@
+"""Use cases of the engine: planning, querying, changing and running executors."""

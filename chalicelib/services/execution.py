@@ -1,0 +1,128 @@
+"""Run one executor: claim it, run its attack, record the outcome.
+
+This is what the attack Lambda and local mode's scheduler both call. The claim is a
+conditional write (``scheduled -> running``), so a duplicate or retried delivery never
+runs an attack twice; a delivery later than the allowed lateness ends ``missed``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from chalicelib.domain.errors import UnknownPlugin
+from chalicelib.domain.model import Executor, ExecutorStatus
+from chalicelib.domain.ports import Clock, Store
+from chalicelib.plugins.contract import Attack, AttackContext, AttackFailed, AttackSkipped
+from chalicelib.plugins.registry import PluginSet
+
+log = logging.getLogger(__name__)
+
+MAX_RESULT_BYTES = 32_000
+MAX_ERROR_CHARS = 2_000
+
+
+def _storable(result: Any) -> Any:
+    """A JSON-able copy of an attack's result, bounded in size."""
+    if result is None:
+        return None
+    text = json.dumps(result, default=str)
+    if len(text) > MAX_RESULT_BYTES:
+        return {"truncated": True, "text": text[:MAX_RESULT_BYTES]}
+    return json.loads(text)
+
+
+def _message(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    if not isinstance(error, AttackFailed) and type(error).__name__ not in text:
+        text = f"{type(error).__name__}: {text}"
+    return text[:MAX_ERROR_CHARS]
+
+
+@dataclass
+class ExecutorRunner:
+    store: Store
+    attacks: PluginSet[Attack]
+    clock: Clock
+    allowed_lateness: timedelta
+    kill_switch: bool = False
+
+    def run(self, executor_id: str) -> Executor | None:
+        """Run the executor once; returns it as recorded, or None if it does not exist."""
+        fields = {"executor_id": executor_id}
+        executor = self.store.get_executor(executor_id)
+        if executor is None:
+            log.warning("no such executor; nothing to run", extra=fields)
+            return None
+        fields["plan_id"] = executor.plan_id
+        if executor.status is not ExecutorStatus.SCHEDULED:
+            log.info("executor already %s; not run again", executor.status.value, extra=fields)
+            return executor
+
+        now = self.clock.now()
+        lateness = now - executor.next_run_time
+        if lateness > self.allowed_lateness:
+            reason = (
+                f"delivered {int(lateness.total_seconds())} s late; "
+                f"the allowed lateness is {int(self.allowed_lateness.total_seconds())} s"
+            )
+            return self._end_unclaimed(executor, ExecutorStatus.MISSED, reason)
+        if self.kill_switch:
+            return self._end_unclaimed(executor, ExecutorStatus.SKIPPED, "the kill switch is on")
+        if not self.store.transition(executor, ExecutorStatus.RUNNING, {"started_at": now}):
+            log.info("executor claimed by another delivery; not run", extra=fields)
+            return self.store.get_executor(executor_id)
+        return self._attack(executor)
+
+    def _end_unclaimed(self, executor: Executor, status: ExecutorStatus, reason: str) -> Executor:
+        now = self.clock.now()
+        changes = {"finished_at": now, "reason": reason}
+        if self.store.transition(executor, status, changes):
+            log.warning(
+                "executor %s: %s",
+                status.value,
+                reason,
+                extra={"executor_id": executor.id, "plan_id": executor.plan_id},
+            )
+        return executor
+
+    def _attack(self, executor: Executor) -> Executor:
+        ref = executor.attack.get("ref")
+        fields = {"executor_id": executor.id, "plan_id": executor.plan_id, "attack": ref}
+        status = ExecutorStatus.SUCCEEDED
+        changes: dict[str, Any] = {}
+        try:
+            attack_class = self.attacks.resolve(ref)
+            if executor.dry_run:
+                raise AttackSkipped(f"dry run: {ref} was not executed")
+            attack = attack_class(executor.attack.get("args") or {})
+            attack.context = AttackContext(
+                executor_id=executor.id,
+                plan_id=executor.plan_id,
+                dry_run=executor.dry_run,
+                logger=logging.getLogger(f"attacks.{ref}"),
+                clock=self.clock,
+            )
+            changes["result"] = _storable(attack.run())
+        except AttackSkipped as skipped:
+            status = ExecutorStatus.SKIPPED
+            changes["reason"] = skipped.reason[:MAX_ERROR_CHARS]
+        except AttackFailed as failed:
+            status = ExecutorStatus.FAILED
+            changes["error"] = _message(failed)
+            changes["result"] = _storable(failed.result)
+        except UnknownPlugin as unknown:
+            status = ExecutorStatus.FAILED
+            changes["error"] = unknown.message[:MAX_ERROR_CHARS]
+        except Exception as error:  # any attack error is the executor's outcome, not a crash
+            status = ExecutorStatus.FAILED
+            changes["error"] = _message(error)
+            log.warning("attack raised", exc_info=True, extra=fields)
+        changes["finished_at"] = self.clock.now()
+        if not self.store.transition(executor, status, changes):
+            log.error("executor changed while its attack ran; outcome not recorded", extra=fields)
+        log.info("executor %s", status.value, extra=fields)
+        return executor

@@ -1,0 +1,84 @@
+"""Engine settings, read once from the environment (stage variables or local mode)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TRUE_WORDS = frozenset({"true", "yes", "on", "y", "1"})
+
+
+def is_true(value: object) -> bool:
+    """The API's and the settings' reading of a yes/no word, in any case."""
+    return isinstance(value, str) and value.strip().lower() in TRUE_WORDS
+
+
+def builtin_folder(name: str) -> Path:
+    """A built-in plugin folder: top level in a checkout, under vendor/ in a Lambda zip."""
+    for candidate in (PROJECT_ROOT / name, PROJECT_ROOT / "vendor" / name):
+        if candidate.is_dir():
+            return candidate
+    return PROJECT_ROOT / name
+
+
+def load_timezone(name: str) -> ZoneInfo:
+    """The named IANA zone; ValueError with a one-line reason when it is unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about one running engine."""
+
+    timezone_name: str = "Europe/Madrid"
+    plans_table: str = "cme-plans"
+    executors_table: str = "cme-executors"
+    aws_region: str = "eu-west-1"
+    dynamodb_endpoint: str | None = None
+    attack_folders: tuple[Path, ...] = field(default_factory=tuple)
+    planner_folders: tuple[Path, ...] = field(default_factory=tuple)
+    allowed_lateness: timedelta = timedelta(minutes=10)
+    max_executors_per_plan: int = 500
+    list_limit: int = 100
+    kill_switch: bool = False
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return load_timezone(self.timezone_name)
+
+    @property
+    def all_attack_folders(self) -> tuple[Path, ...]:
+        return (builtin_folder("attacks"), *self.attack_folders)
+
+    @property
+    def all_planner_folders(self) -> tuple[Path, ...]:
+        return (builtin_folder("planners"), *self.planner_folders)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def folders(name: str) -> tuple[Path, ...]:
+            return tuple(Path(p) for p in env.get(name, "").split(os.pathsep) if p)
+
+        return cls(
+            timezone_name=env.get("CME_TIMEZONE", cls.timezone_name),
+            plans_table=env.get("CME_PLANS_TABLE", cls.plans_table),
+            executors_table=env.get("CME_EXECUTORS_TABLE", cls.executors_table),
+            aws_region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", cls.aws_region)),
+            dynamodb_endpoint=env.get("CME_DYNAMODB_ENDPOINT") or None,
+            attack_folders=folders("CME_ATTACKS_FOLDERS"),
+            planner_folders=folders("CME_PLANNERS_FOLDERS"),
+            allowed_lateness=timedelta(seconds=int(env.get("CME_ALLOWED_LATENESS_SECONDS", "600"))),
+            max_executors_per_plan=int(env.get("CME_MAX_EXECUTORS_PER_PLAN", "500")),
+            list_limit=int(env.get("CME_LIST_LIMIT", "100")),
+            kill_switch=is_true(env.get("CME_KILL_SWITCH", "")),
+        )

@@ -1,0 +1,1 @@
+"""Compatibility names for plugins written for the 2017 Chaos Monkey Engine."""
