@@ -1,0 +1,111 @@
+"""Secret references in attack configs, resolved at run time and never stored resolved.
+
+A plan never holds a secret inline (except the 2017 inline ``pem``); it holds a
+reference, one of:
+
+- ``{"env": "NAME"}``: the environment variable NAME of the attack's process;
+- ``{"ssm": "/path/to/parameter"}``: an SSM Parameter Store (SecureString) value;
+- ``{"secretsmanager": "name-or-arn", "key": "field"}``: a Secrets Manager secret, or
+  one field of it when the secret is a JSON object and ``key`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+SECRET_REFERENCE_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {"env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}},
+            "required": ["env"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"ssm": {"type": "string", "minLength": 1}},
+            "required": ["ssm"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {
+                "secretsmanager": {"type": "string", "minLength": 1},
+                "key": {"type": "string", "minLength": 1},
+            },
+            "required": ["secretsmanager"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+
+class SecretError(Exception):
+    """A secret reference that could not be resolved. The message never holds the value."""
+
+
+def describe(reference: dict[str, Any]) -> str:
+    """A safe, loggable name for a reference (never its value)."""
+    if "env" in reference:
+        return f"environment variable {reference['env']}"
+    if "ssm" in reference:
+        return f"SSM parameter {reference['ssm']}"
+    if "secretsmanager" in reference:
+        key = f" (key {reference['key']})" if reference.get("key") else ""
+        return f"Secrets Manager secret {reference['secretsmanager']}{key}"
+    return "an unknown secret reference"
+
+
+def resolve_secret(reference: dict[str, Any], region: str | None = None) -> str:
+    """The secret a reference names; SecretError (naming the reference) if it cannot."""
+    if not isinstance(reference, dict):
+        raise SecretError("a secret reference must be an object")
+    if "env" in reference:
+        value = os.environ.get(str(reference["env"]))
+        if value is None:
+            raise SecretError(f"{describe(reference)} is not set")
+        return value
+    if "ssm" in reference:
+        return _from_ssm(reference, region)
+    if "secretsmanager" in reference:
+        return _from_secrets_manager(reference, region)
+    raise SecretError("a secret reference needs one of env, ssm, secretsmanager")
+
+
+def _client(service: str, region: str | None) -> Any:
+    import boto3
+
+    return boto3.client(service, region_name=region or os.environ.get("AWS_DEFAULT_REGION"))
+
+
+def _from_ssm(reference: dict[str, Any], region: str | None) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        answer = _client("ssm", region).get_parameter(Name=reference["ssm"], WithDecryption=True)
+    except (BotoCoreError, ClientError) as error:
+        raise SecretError(f"{describe(reference)} could not be read: {error}") from None
+    return str(answer["Parameter"]["Value"])
+
+
+def _from_secrets_manager(reference: dict[str, Any], region: str | None) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        answer = _client("secretsmanager", region).get_secret_value(
+            SecretId=reference["secretsmanager"]
+        )
+    except (BotoCoreError, ClientError) as error:
+        raise SecretError(f"{describe(reference)} could not be read: {error}") from None
+    value = answer.get("SecretString")
+    if value is None:
+        raise SecretError(f"{describe(reference)} is binary; a string secret is needed")
+    key = reference.get("key")
+    if not key:
+        return str(value)
+    try:
+        return str(json.loads(value)[key])
+    except (ValueError, KeyError, TypeError):
+        raise SecretError(f"{describe(reference)} has no field {key!r}") from None

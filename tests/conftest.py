@@ -1,0 +1,108 @@
+"""Shared fixtures: fake AWS credentials, moto, a wired engine, a fixed clock."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+# Before anything imports boto3: nothing in the tests may reach real AWS or the
+# instance metadata address.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+    "AWS_REGION": "eu-west-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+os.environ.update(FAKE_AWS)
+for _variable in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+    os.environ.pop(_variable, None)
+
+from moto import mock_aws  # noqa: E402
+
+from chalicelib.bootstrap import Engine, build_engine  # noqa: E402
+from chalicelib.settings import Settings  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@dataclass
+class FixedClock:
+    """A clock tests move by hand."""
+
+    current: datetime
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+@dataclass
+class RecordingScheduler:
+    """Records what the engine asked to schedule, for tests that drive the runner by hand.
+
+    Tests of the real schedulers (APScheduler, EventBridge) use those adapters instead.
+    """
+
+    scheduled: dict[str, datetime]
+
+    def create(self, executors: object) -> None:
+        for executor in executors:  # type: ignore[attr-defined]
+            self.scheduled[executor.id] = executor.next_run_time
+
+    def update(self, executor: object) -> None:
+        self.scheduled[executor.id] = executor.next_run_time  # type: ignore[attr-defined]
+
+    def delete(self, executor_ids: object) -> None:
+        for executor_id in executor_ids:  # type: ignore[attr-defined]
+            self.scheduled.pop(executor_id, None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """moto in-process for every AWS API boto3 and PynamoDB call."""
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(plans_table="test-plans", executors_table="test-executors")
+
+
+@pytest.fixture
+def scheduler() -> RecordingScheduler:
+    return RecordingScheduler({})
+
+
+@pytest.fixture
+def engine(
+    aws: None, settings: Settings, clock: FixedClock, scheduler: RecordingScheduler
+) -> Engine:
+    """An engine on moto's DynamoDB with a fixed clock and a recording scheduler."""
+    from chalicelib.adapters.dynamo import DynamoStore
+
+    store = DynamoStore(settings)
+    store.create_tables()
+    return build_engine(settings, store, lambda runner: scheduler, clock)
