@@ -1,0 +1,116 @@
+"""EC2 targets for attack tests: moto's server on 127.0.0.1 and Libcloud pointed at it.
+
+moto answers EC2 in the namespace ``http://ec2.amazonaws.com/doc/2016-11-15`` where
+real EC2 (and Libcloud) use the same URI with a trailing slash; Libcloud then finds no
+elements at all. The tolerance for that lives here, in the tests, and nowhere in the
+product: ``tolerant_libcloud`` rewrites the namespace before Libcloud parses a body.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto.server import ThreadedMotoServer
+
+from chalicelib.adapters.ec2 import ENDPOINT_VARIABLE
+
+REGION = "eu-west-1"
+AMI = "ami-12c6146b"
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's server on a free port of 127.0.0.1; its endpoint URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tolerant_libcloud(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let Libcloud's EC2 parser read moto's namespace (test-only, see module docstring)."""
+    from libcloud.compute.drivers import ec2
+
+    libcloud_namespace = f'xmlns="{ec2.NAMESPACE}"'
+    moto_namespace = f'xmlns="{ec2.NAMESPACE.rstrip("/")}"'
+    original = ec2.EC2Response.parse_body
+
+    def parse_body(self: Any) -> Any:
+        if isinstance(self.body, bytes):
+            self.body = self.body.decode("utf-8")
+        if isinstance(self.body, str):
+            self.body = self.body.replace(moto_namespace, libcloud_namespace)
+        return original(self)
+
+    monkeypatch.setattr(ec2.EC2Response, "parse_body", parse_body)
+
+
+@dataclass
+class Fleet:
+    """moto's EC2 as a test sees it: seed instances, read their state."""
+
+    endpoint: str
+
+    @property
+    def client(self) -> Any:
+        return boto3.client("ec2", endpoint_url=self.endpoint, region_name=REGION)
+
+    def launch(
+        self, count: int = 1, tags: dict[str, str] | None = None, zone: str | None = None
+    ) -> list[str]:
+        options: dict[str, Any] = {}
+        if zone:
+            options["Placement"] = {"AvailabilityZone": zone}
+        if tags:
+            options["TagSpecifications"] = [
+                {
+                    "ResourceType": "instance",
+                    "Tags": [{"Key": key, "Value": value} for key, value in tags.items()],
+                }
+            ]
+        answer = self.client.run_instances(
+            ImageId=AMI, MinCount=count, MaxCount=count, InstanceType="t3.micro", **options
+        )
+        return [instance["InstanceId"] for instance in answer["Instances"]]
+
+    def states(self) -> dict[str, str]:
+        """Instance id -> state name, for every instance."""
+        found = {}
+        for reservation in self.client.describe_instances()["Reservations"]:
+            for instance in reservation["Instances"]:
+                found[instance["InstanceId"]] = instance["State"]["Name"]
+        return found
+
+    def instance(self, instance_id: str) -> dict[str, Any]:
+        answer = self.client.describe_instances(InstanceIds=[instance_id])
+        return dict(answer["Reservations"][0]["Instances"][0])
+
+    def stop(self, instance_id: str) -> None:
+        self.client.stop_instances(InstanceIds=[instance_id])
+
+
+@pytest.fixture
+def fleet(
+    moto_server: str, tolerant_libcloud: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Fleet]:
+    """An empty moto EC2 that the product's EC2 driver talks to (via CME_EC2_ENDPOINT)."""
+    requests.post(f"{moto_server}/moto-api/reset", timeout=10).raise_for_status()
+    monkeypatch.setenv(ENDPOINT_VARIABLE, moto_server)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    yield Fleet(moto_server)
+
+
+@pytest.fixture
+def suite_tag() -> dict[str, str]:
+    """A tag unique to one test, so a filter selects only that test's instances."""
+    return {"Suite": uuid.uuid4().hex}
