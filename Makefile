@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy app.py chalicelib chaosmonkey attacks planners
+	$(BIN)/mypy app.py chalicelib chaosmonkey attacks planners tests
 
 pytest: install
 	$(BIN)/pytest

@@ -49,16 +49,21 @@ class PluginSet(Generic[PluginT]):
     errors: list[LoadError] = field(default_factory=list)
 
     @property
+    def noun(self) -> str:
+        """``attack`` or ``planner``: what one plugin of this set is called in messages."""
+        return self.kind.removesuffix("s")
+
+    @property
     def refs(self) -> list[str]:
         return sorted(self.classes)
 
     def resolve(self, ref: object) -> type[PluginT]:
         """The class a ref names; UnknownPlugin for anything else."""
         if not isinstance(ref, str) or not ref:
-            raise UnknownPlugin(self.kind, ref, self.classes, "ref must be a non-empty string")
+            raise UnknownPlugin(self.noun, ref, self.classes, "ref must be a non-empty string")
         found = self.classes.get(_canonical(ref))
         if found is None:
-            raise UnknownPlugin(self.kind, ref, self.classes)
+            raise UnknownPlugin(self.noun, ref, self.classes)
         return found
 
     def catalogue(self) -> list[dict[str, Any]]:

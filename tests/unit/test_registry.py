@@ -1,0 +1,90 @@
+"""Plugin folders: loading, ref resolution, isolation of broken plugins."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from chalicelib.domain.errors import UnknownPlugin
+from chalicelib.plugins.contract import Attack, Planner
+from chalicelib.plugins.registry import load_plugins
+from chalicelib.settings import builtin_folder
+from tests.conftest import FIXTURES
+
+BROKEN = FIXTURES / "broken_plugins"
+
+
+def test_builtin_plugins_load_without_errors() -> None:
+    attacks = load_plugins("attacks", Attack, [builtin_folder("attacks")])
+    planners = load_plugins("planners", Planner, [builtin_folder("planners")])
+    assert attacks.errors == []
+    assert planners.errors == []
+    assert "api_request:ApiRequest" in attacks.refs
+    assert planners.refs == ["exact_planner:ExactPlanner", "simple_planner:SimplePlanner"]
+
+
+def test_colon_and_dotted_refs_name_the_same_class() -> None:
+    attacks = load_plugins("attacks", Attack, [builtin_folder("attacks")])
+    assert attacks.resolve("api_request.ApiRequest") is attacks.resolve("api_request:ApiRequest")
+
+
+def test_a_broken_file_is_reported_and_the_rest_still_load() -> None:
+    attacks = load_plugins("attacks", Attack, [builtin_folder("attacks"), BROKEN])
+    reasons = {error.path.rsplit("/", 1)[-1]: error.reason for error in attacks.errors}
+    assert "broken on purpose" in reasons["broken.py"]
+    assert "BadSchema" in reasons["working.py"]
+    assert "working:Working" in attacks.refs
+    assert "api_request:ApiRequest" in attacks.refs
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "working:Helper",  # a class, but not an Attack
+        "working:Popen",  # imported into a plugin module, not a plugin
+        "working:os",
+        "working:Attack",  # the contract itself
+        "working:BadSchema",  # refused at load time
+        "broken:NeverLoaded",
+        "os:system",
+        "subprocess.Popen",
+        "chalicelib.settings:Settings",
+        "../working:Working",
+        "",
+        None,
+        42,
+    ],
+)
+def test_only_real_plugin_classes_resolve(ref: object) -> None:
+    attacks = load_plugins("attacks", Attack, [BROKEN])
+    with pytest.raises(UnknownPlugin):
+        attacks.resolve(ref)
+
+
+def test_planner_classes_are_not_attacks() -> None:
+    attacks = load_plugins("attacks", Attack, [builtin_folder("planners")])
+    assert attacks.refs == []
+
+
+def test_plugins_do_not_shadow_standard_modules() -> None:
+    attacks = load_plugins("attacks", Attack, [BROKEN])
+    assert "json:Shadow" in attacks.refs
+    assert sys.modules["json"] is json
+    assert json.dumps({"a": 1}) == '{"a": 1}'
+
+
+def test_a_folder_listed_twice_loads_once() -> None:
+    folder = builtin_folder("attacks")
+    attacks = load_plugins("attacks", Attack, [folder, folder])
+    assert attacks.errors == []
+    assert attacks.refs.count("api_request:ApiRequest") == 1
+
+
+def test_unknown_ref_message_quotes_it_and_lists_known() -> None:
+    attacks = load_plugins("attacks", Attack, [builtin_folder("attacks")])
+    with pytest.raises(UnknownPlugin) as raised:
+        attacks.resolve("terminate:Nope")
+    assert "'terminate:Nope'" in raised.value.message
+    assert "api_request:ApiRequest" in raised.value.message
