@@ -86,10 +86,42 @@ def build_local_engine(settings: Settings, clock: Clock | None = None) -> Engine
 
 def build_aws_engine(settings: Settings) -> Engine:
     """The deployed engine: DynamoDB storage and EventBridge Scheduler."""
+    import boto3
+    from botocore.config import Config
+
     from chalicelib.adapters.dynamo import DynamoStore
+    from chalicelib.adapters.eventbridge import EventBridgeScheduler, ScheduleTarget, fill_arn
 
-    def no_scheduler(runner: ExecutorRunner) -> Scheduler:
-        # EventBridge Scheduler comes with the deployment work (issue 3).
-        raise NotImplementedError("the EventBridge scheduler adapter is not built yet")
+    def scheduler_client() -> object:
+        # Retries are the adapter's (paced, jittered); botocore's would multiply them.
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": 1},
+            max_pool_connections=max(10, settings.scheduler_concurrency),
+            connect_timeout=5,
+            read_timeout=10,
+        )
+        return boto3.client("scheduler", region_name=settings.aws_region, config=config)
 
-    return build_engine(settings, DynamoStore(settings), no_scheduler)
+    def schedule_target() -> ScheduleTarget:
+        arns = (settings.attack_function_arn, settings.scheduler_role_arn, settings.dead_letter_arn)
+        if any("{" in arn for arn in arns):
+            # `chalice deploy` cannot know the account; ask STS once (no permission needed).
+            identity = boto3.client("sts", region_name=settings.aws_region).get_caller_identity()
+            partition = str(identity["Arn"]).split(":")[1]
+            account = str(identity["Account"])
+            return ScheduleTarget(
+                *(fill_arn(arn, partition, settings.aws_region, account) for arn in arns)
+            )
+        return ScheduleTarget(*arns)
+
+    def eventbridge(runner: ExecutorRunner) -> Scheduler:
+        return EventBridgeScheduler(
+            client_factory=scheduler_client,
+            target_factory=schedule_target,
+            group=settings.schedule_group,
+            allowed_lateness=settings.allowed_lateness,
+            concurrency=settings.scheduler_concurrency,
+            rate_per_second=settings.scheduler_rate_per_second,
+        )
+
+    return build_engine(settings, DynamoStore(settings), eventbridge)

@@ -26,6 +26,17 @@ def builtin_folder(name: str) -> Path:
     return PROJECT_ROOT / name
 
 
+AUTH_MODES = ("none", "iam", "api_key")
+
+
+def auth_mode(value: str) -> str:
+    """A valid CME_AUTH value; ValueError naming the choices otherwise."""
+    mode = value.strip().lower() or "none"
+    if mode not in AUTH_MODES:
+        raise ValueError(f"CME_AUTH {value!r} is not one of {', '.join(AUTH_MODES)}")
+    return mode
+
+
 def load_timezone(name: str) -> ZoneInfo:
     """The named IANA zone; ValueError with a one-line reason when it is unknown."""
     try:
@@ -49,6 +60,19 @@ class Settings:
     max_executors_per_plan: int = 500
     list_limit: int = 100
     kill_switch: bool = False
+    # The deployed engine (EventBridge Scheduler). ARNs may hold ``{partition}``,
+    # ``{region}`` and ``{account}``, filled in from the function's own credentials, so
+    # that `chalice deploy` works with the static values in .chalice/config.json.
+    schedule_group: str = "chaos-monkey-engine"
+    scheduler_role_arn: str = ""
+    attack_function_arn: str = ""
+    dead_letter_arn: str = ""
+    scheduler_concurrency: int = 8
+    scheduler_rate_per_second: float = 40.0
+    # How the API is protected: "iam" or "api_key" on API Gateway (fixed when the app is
+    # imported), "none" locally; local mode adds a bearer token when api_token is set.
+    auth: str = "none"
+    api_token: str | None = None
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -81,4 +105,12 @@ class Settings:
             max_executors_per_plan=int(env.get("CME_MAX_EXECUTORS_PER_PLAN", "500")),
             list_limit=int(env.get("CME_LIST_LIMIT", "100")),
             kill_switch=is_true(env.get("CME_KILL_SWITCH", "")),
+            schedule_group=env.get("CME_SCHEDULE_GROUP", cls.schedule_group),
+            scheduler_role_arn=env.get("CME_SCHEDULER_ROLE_ARN", ""),
+            attack_function_arn=env.get("CME_ATTACK_FUNCTION_ARN", ""),
+            dead_letter_arn=env.get("CME_DEAD_LETTER_ARN", ""),
+            scheduler_concurrency=int(env.get("CME_SCHEDULER_CONCURRENCY", "8")),
+            scheduler_rate_per_second=float(env.get("CME_SCHEDULER_RATE_PER_SECOND", "40")),
+            auth=auth_mode(env.get("CME_AUTH", "none")),
+            api_token=env.get("CME_API_TOKEN") or None,
         )

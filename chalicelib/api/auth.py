@@ -1,0 +1,50 @@
+"""Who may call the API: IAM or API keys on API Gateway, a bearer token in local mode."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from chalice.app import Chalice, IAMAuthorizer, Request, Response
+
+from chalicelib.api.context import engine_of
+from chalicelib.api.errors import message
+
+
+def protect_routes(app: Chalice, mode: str) -> None:
+    """Require ``mode`` ("iam", "api_key" or "none") on every route of ``app``.
+
+    API Gateway enforces it, so it must be in place when Chalice builds the API (at
+    import, from the stage's ``CME_AUTH``); routes added later are not covered.
+    """
+    authorizer = IAMAuthorizer() if mode == "iam" else None
+    for methods in app.routes.values():
+        for entry in methods.values():
+            if authorizer is not None:
+                entry.authorizer = authorizer
+            if mode == "api_key":
+                entry.api_key_required = True
+
+
+def bearer_token_required(app: Chalice) -> Callable[[Request, Callable[[Request], Any]], Any]:
+    """HTTP middleware: with a token in the settings, refuse requests that lack it (401)."""
+
+    def check(request: Request, get_response: Callable[[Request], Any]) -> Any:
+        expected = engine_of(app).settings.api_token
+        if expected:
+            header = request.headers.get("authorization") or ""
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected.encode()
+            ):
+                return _unauthorized()
+        return get_response(request)
+
+    return check
+
+
+def _unauthorized() -> Response:
+    response = message("missing or wrong bearer token; send 'Authorization: Bearer <token>'", 401)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="chaos-monkey-engine"'
+    return response
