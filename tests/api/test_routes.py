@@ -454,3 +454,29 @@ def test_unexpected_errors_are_json_500_without_a_trace(
     assert answer.headers["content-type"] == JSON
     assert "secret internal detail" not in str(answer.body)
     assert "msg" in answer.body
+
+
+def test_no_request_path_scans_a_table(
+    api: Api, engine: Engine, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pynamodb.connection.base import Connection
+
+    def refuse_scan(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a table Scan on a request path")
+
+    monkeypatch.setattr(Connection, "scan", refuse_scan)
+    plan_id = create(api, simple_plan(times=2))
+    executor_id = api.get(f"/api/1/plans/{plan_id}").body["_embedded"]["executors"][0]["id"]
+    clock.current = engine.executors.get(executor_id).next_run_time
+    engine.runner.run(executor_id)
+    paths = [
+        "/api/1/plans/",
+        "/api/1/plans/?all=true",
+        f"/api/1/plans/{plan_id}",
+        "/api/1/executors/",
+        "/api/1/executors/?executed=true",
+        f"/api/1/executors/{executor_id}",
+    ]
+    for path in paths:
+        assert api.get(path).status == 200, path
+    assert api.delete(f"/api/1/plans/{plan_id}").status == 200
