@@ -2,12 +2,16 @@
 
 moto answers EC2 in the namespace ``http://ec2.amazonaws.com/doc/2016-11-15`` where
 real EC2 (and Libcloud) use the same URI with a trailing slash; Libcloud then finds no
-elements at all. The tolerance for that lives here, in the tests, and nowhere in the
-product: ``tolerant_libcloud`` rewrites the namespace before Libcloud parses a body.
+elements at all. moto also answers RebootInstances without the ``<return>true</return>``
+real EC2 sends, which Libcloud reads as "not rebooted". The tolerance for both lives
+here, in the tests, and nowhere in the attack code: ``tolerant_libcloud`` rewrites a
+body before Libcloud parses it. (Local mode makes moto's answers look like EC2's on the
+server side instead: chalicelib/local/targets.py.)
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +26,9 @@ from chalicelib.adapters.ec2 import ENDPOINT_VARIABLE
 
 REGION = "eu-west-1"
 AMI = "ami-12c6146b"
+EMPTY_REBOOT = re.compile(
+    r"(<RebootInstancesResponse[^>]*>(?:(?!<return>).)*?)(</RebootInstancesResponse>)"
+)
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +57,7 @@ def tolerant_libcloud(monkeypatch: pytest.MonkeyPatch) -> None:
             self.body = self.body.decode("utf-8")
         if isinstance(self.body, str):
             self.body = self.body.replace(moto_namespace, libcloud_namespace)
+            self.body = EMPTY_REBOOT.sub(r"\1<return>true</return>\2", self.body)
         return original(self)
 
     monkeypatch.setattr(ec2.EC2Response, "parse_body", parse_body)
