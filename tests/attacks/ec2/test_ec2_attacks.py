@@ -159,7 +159,7 @@ def test_running_is_added_without_changing_the_stored_config(
     args = {"filters": {"tag:Suite": suite_tag["Suite"]}}
     stored = copy.deepcopy(args)
 
-    with pytest.raises(AttackSkipped, match="^no instance matched$"):
+    with pytest.raises(AttackSkipped, match=r"^no instance matched$"):
         run(attacks, TERMINATE, args)
 
     assert args == stored
@@ -381,7 +381,7 @@ def test_stop_and_reboot_honour_dry_run(
 ) -> None:
     fleet.launch(1, tags=suite_tag)
 
-    with pytest.raises(AttackSkipped, match="^dry run: would (stop|reboot) "):
+    with pytest.raises(AttackSkipped, match=r"^dry run: would (stop|reboot) "):
         run(attacks, ref, {"filters": {"tag:Suite": suite_tag["Suite"]}}, dry_run=True)
 
     assert actions == DESCRIBE
