@@ -1,0 +1,76 @@
+"""The dev stage's configuration, as a deployed Lambda sees it, builds a working engine."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+from chalice.test import Client
+
+from chalicelib.adapters.dynamo import DynamoStore
+from chalicelib.settings import Settings
+from tests.aws.conftest import ACCOUNT, REGION
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
+
+
+def stage_environment(stage: str) -> dict[str, str]:
+    stage_config = CONFIG["stages"][stage]
+    return {**CONFIG["environment_variables"], **stage_config.get("environment_variables", {})}
+
+
+def test_a_plan_posted_to_the_dev_stage_is_scheduled_with_its_resources(
+    aws: None, chalice_app: Any
+):
+    settings = Settings.from_env({**stage_environment("dev"), "AWS_REGION": REGION})
+    DynamoStore(settings).create_tables()
+    scheduler = boto3.client("scheduler", region_name=REGION)
+    scheduler.create_schedule_group(Name=settings.schedule_group)
+
+    plan = {
+        "name": "wired",
+        "attack": {
+            "ref": "api_request:ApiRequest",
+            "args": {"endpoint": "http://127.0.0.1:9/", "method": "GET"},
+        },
+        "planner": {"ref": "exact_planner:ExactPlanner", "args": {"date": "2099-01-01T10:00:00"}},
+    }
+    with Client(chalice_app, stage_name="dev", project_dir=str(ROOT)) as client:
+        response = client.http.post(
+            "/api/1/plans", headers={"Content-Type": "application/json"}, body=json.dumps(plan)
+        )
+    assert response.status_code == 200, response.body
+
+    engine = chalice_app.cme_engine  # built on the request, from the stage's variables
+    assert engine.settings.executors_table == "chaos-monkey-engine-dev-executors"
+    assert engine.runner.allowed_lateness == timedelta(minutes=10)
+    (summary,) = scheduler.list_schedules(GroupName="chaos-monkey-engine-dev")["Schedules"]
+    schedule = scheduler.get_schedule(Name=summary["Name"], GroupName="chaos-monkey-engine-dev")
+    # Madrid wall time 10:00 in winter is 09:00 UTC.
+    assert schedule["ScheduleExpression"] == "at(2099-01-01T09:00:00)"
+    target = schedule["Target"]
+    assert target["Arn"] == (
+        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:chaos-monkey-engine-dev-attack"
+    )
+    assert target["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/chaos-monkey-engine-dev-scheduler"
+    assert target["DeadLetterConfig"]["Arn"] == (
+        f"arn:aws:sqs:{REGION}:{ACCOUNT}:chaos-monkey-engine-dev-dead-letters"
+    )
+    assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] == 600
+
+
+def test_dev_and_prod_name_their_own_resources():
+    for stage in ("dev", "prod"):
+        environment = stage_environment(stage)
+        prefix = f"chaos-monkey-engine-{stage}"
+        assert environment["CME_AUTH"] == "iam"
+        assert environment["CME_SCHEDULE_GROUP"] == prefix
+        assert environment["CME_PLANS_TABLE"] == f"{prefix}-plans"
+        assert environment["CME_EXECUTORS_TABLE"] == f"{prefix}-executors"
+        for name in ("CME_SCHEDULER_ROLE_ARN", "CME_ATTACK_FUNCTION_ARN", "CME_DEAD_LETTER_ARN"):
+            assert prefix in environment[name]
+    assert "CME_AUTH" not in stage_environment("local")
