@@ -223,10 +223,13 @@ class DynamoStore:
         return self._executor(item)
 
     def list_executors(self, executed: bool, limit: int) -> list[Executor]:
+        # Pending: soonest first. Executed: most recent first, so a bounded list shows
+        # what just happened rather than the oldest history.
         bucket = EXECUTED if executed else PENDING
-        return [
-            self._executor(item) for item in self._executors.by_bucket.query(bucket, limit=limit)
-        ]
+        items = self._executors.by_bucket.query(
+            bucket, scan_index_forward=not executed, limit=limit
+        )
+        return [self._executor(item) for item in items]
 
     def list_plan_executors(self, plan_id: str, limit: int) -> list[Executor]:
         executors = [

@@ -37,7 +37,7 @@ class Store(Protocol):
     def get_executor(self, executor_id: str) -> Executor | None: ...
 
     def list_executors(self, executed: bool, limit: int) -> list[Executor]:
-        """Pending (or executed) executors of all plans, by next_run_time."""
+        """Pending executors of all plans, soonest first; or executed ones, latest first."""
         ...
 
     def list_plan_executors(self, plan_id: str, limit: int) -> list[Executor]:

@@ -480,3 +480,15 @@ def test_no_request_path_scans_a_table(
     for path in paths:
         assert api.get(path).status == 200, path
     assert api.delete(f"/api/1/plans/{plan_id}").status == 200
+
+
+def test_executed_executors_are_listed_most_recent_first(
+    api: Api, engine: Engine, clock: FixedClock
+) -> None:
+    plan_id = create(api, simple_plan(times=3))
+    executors = api.get(f"/api/1/plans/{plan_id}").body["_embedded"]["executors"]
+    for executor in executors:
+        clock.current = engine.executors.get(executor["id"]).next_run_time
+        engine.runner.run(executor["id"])
+    executed = api.get("/api/1/executors/?executed=1").body["_embedded"]["executors"]
+    assert [e["id"] for e in executed] == [e["id"] for e in reversed(executors)]
