@@ -1,0 +1,155 @@
+"""What the Libcloud node attacks share: argument schemas and the find-pick-act run.
+
+A private module (not listed as a plugin); attack modules import it as a module so
+its base class is not registered under their names.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar
+
+from chalicelib.adapters.secrets import SECRET_REFERENCE_SCHEMA
+from chaosmonkey.attacks import Attack, AttackFailed, AttackSkipped
+
+NO_MATCH = "no node matched"
+
+NODE_STATES = [
+    "running",
+    "starting",
+    "rebooting",
+    "terminated",
+    "pending",
+    "unknown",
+    "stopping",
+    "stopped",
+    "suspended",
+    "error",
+    "paused",
+    "reconfiguring",
+    "migrating",
+    "normal",
+    "updating",
+]
+
+# Driver options whose name says "secret" must be secret references, never inline.
+CONFIDENTIAL_NAMES = "(?i)(secret|password|passwd|token|key|credential|private|auth)"
+
+DRIVER_ARGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "keyword arguments of the Libcloud driver (region, project, ...); "
+    "secret-looking names must be secret references",
+    "propertyNames": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+    "patternProperties": {CONFIDENTIAL_NAMES: SECRET_REFERENCE_SCHEMA},
+    "additionalProperties": {
+        "oneOf": [
+            {"type": ["string", "number", "boolean"]},
+            SECRET_REFERENCE_SCHEMA,
+        ]
+    },
+}
+
+
+def node_schema() -> dict[str, Any]:
+    """The schema of ``{"ref", "args"}`` for an attack on the nodes of a Libcloud provider."""
+    return {
+        "type": "object",
+        "properties": {
+            "ref": {"type": "string"},
+            "args": {
+                "type": "object",
+                "properties": {
+                    "provider": {
+                        "type": "string",
+                        "description": "Libcloud compute provider name (ec2, gce, azure_arm...)",
+                        "pattern": "^[a-z][a-z0-9_]*$",
+                    },
+                    "key": {**SECRET_REFERENCE_SCHEMA, "description": "the driver's key"},
+                    "secret": {**SECRET_REFERENCE_SCHEMA, "description": "the driver's secret"},
+                    "driver_args": DRIVER_ARGS_SCHEMA,
+                    "secrets_region": {
+                        "type": "string",
+                        "pattern": "^[a-z]{2}(-[a-z]+)+-[0-9]+$",
+                        "description": "AWS region of SSM / Secrets Manager references",
+                    },
+                    "name_pattern": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "shell-style pattern of node names ('web-*'; '*' for any)",
+                    },
+                    "filters": {
+                        "type": "object",
+                        "minProperties": 1,
+                        "description": "provider filters (list_nodes ex_filters), if supported",
+                    },
+                    "states": {
+                        "type": "array",
+                        "items": {"enum": NODE_STATES},
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "description": "node states that may be attacked (running)",
+                    },
+                },
+                "required": ["provider", "name_pattern"],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["ref", "args"],
+    }
+
+
+class NodeAttack(Attack):
+    """Find nodes of a Libcloud provider by name pattern and filters; ``action`` one of them.
+
+    Secrets (``key``, ``secret``, secret-looking ``driver_args``) are references
+    resolved at run time (environment, SSM, Secrets Manager) and never appear in the
+    result or the logs. A driver that cannot do ``action`` fails the executor before
+    anything is touched; no match ends it skipped; a dry run names the node only.
+    """
+
+    action: ClassVar[str] = ""
+
+    def run(self) -> dict[str, Any]:
+        from chalicelib.adapters.cloud_nodes import CloudNodes, NodeError, node_driver
+        from chalicelib.adapters.secrets import SecretError, resolve_secret
+
+        args = self.attack_config
+        provider = str(args["provider"])
+        result: dict[str, Any] = {"action": self.action, "provider": provider}
+        region = args.get("secrets_region")
+        try:
+            key = resolve_secret(args["key"], region) if "key" in args else None
+            secret = resolve_secret(args["secret"], region) if "secret" in args else None
+            options = {
+                name: resolve_secret(value, region) if isinstance(value, dict) else value
+                for name, value in (args.get("driver_args") or {}).items()
+            }
+            nodes = CloudNodes(provider, node_driver(provider, key, secret, options))
+            if not nodes.supports(self.action):
+                raise NodeError(f"the {provider!r} driver cannot {self.action} nodes")
+            states = args.get("states") or ["running"]
+            candidates = nodes.find(args["name_pattern"], args.get("filters"), states)
+        except (SecretError, NodeError) as error:
+            raise AttackFailed(str(error), result=result) from None
+        result["matched"] = len(candidates)
+        if not candidates:
+            raise AttackSkipped(NO_MATCH)
+        target = random.SystemRandom().choice(candidates)
+        result["node"] = target.describe()
+        if self.context.dry_run:
+            raise AttackSkipped(
+                f"dry run: would {self.action} {provider} node {target.name} ({target.id}); "
+                "nothing was done"
+            )
+        try:
+            nodes.act(self.action, target)
+        except NodeError as error:
+            raise AttackFailed(str(error), result=result) from None
+        self.context.logger.info(
+            "%s %s node %s",
+            self.action,
+            provider,
+            target.id,
+            extra={"executor_id": self.context.executor_id, "node_id": target.id},
+        )
+        return result

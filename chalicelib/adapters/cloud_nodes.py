@@ -1,0 +1,148 @@
+"""Nodes of any Libcloud compute provider: build its driver, find nodes, act on one.
+
+The driver is built from values the caller has already resolved (secrets come from
+``chalicelib.adapters.secrets``); nothing here logs or returns them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# The driver method behind each action an attack may ask for.
+ACTIONS = {"terminate": "destroy_node", "stop": "stop_node", "reboot": "reboot_node"}
+
+
+class NodeError(Exception):
+    """The provider, its driver or one of its calls failed; the message says which."""
+
+
+@dataclass(frozen=True)
+class CloudNode:
+    """A node as the attacks report it."""
+
+    id: str
+    name: str
+    state: str
+    public_ips: tuple[str, ...]
+    private_ips: tuple[str, ...]
+    node: Any = field(repr=False, compare=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "public_ips": list(self.public_ips),
+            "private_ips": list(self.private_ips),
+        }
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    from libcloud.common.exceptions import BaseHTTPError
+    from libcloud.common.types import LibcloudError
+
+    return (LibcloudError, BaseHTTPError, OSError)
+
+
+def node_driver(
+    provider: str, key: str | None, secret: str | None, options: Mapping[str, Any]
+) -> Any:
+    """A Libcloud compute driver for ``provider`` (a Libcloud provider name like ``gce``).
+
+    ``key`` and ``secret`` are the driver's first two positional arguments, when given.
+    Only providers Libcloud registers can be built: a name never imports anything else.
+    """
+    from libcloud.compute.providers import get_driver
+
+    try:
+        driver_class = get_driver(provider)
+    except AttributeError:
+        raise NodeError(f"Libcloud has no compute provider {provider!r}") from None
+    positional = [value for value in (key, secret) if value is not None]
+    try:
+        return driver_class(*positional, **options)
+    except TypeError as error:
+        raise NodeError(
+            f"the {provider!r} driver does not take these arguments "
+            f"(key {'given' if key is not None else 'absent'}, "
+            f"secret {'given' if secret is not None else 'absent'}, "
+            f"options {sorted(options)}): {error}"
+        ) from None
+    except _driver_errors() as error:
+        raise NodeError(f"the {provider!r} driver could not be built: {error}") from None
+
+
+class CloudNodes:
+    """The nodes one driver sees, found by name pattern and provider filters."""
+
+    def __init__(self, provider: str, driver: Any) -> None:
+        self.provider = provider
+        self.driver = driver
+
+    def supports(self, action: str) -> bool:
+        """Whether the driver implements ``action`` (Libcloud's base class raises)."""
+        from libcloud.compute.base import NodeDriver
+
+        method = ACTIONS[action]
+        return getattr(type(self.driver), method, None) is not getattr(NodeDriver, method)
+
+    def supports_filters(self) -> bool:
+        """Whether the driver's ``list_nodes`` takes provider filters (``ex_filters``)."""
+        try:
+            parameters = inspect.signature(self.driver.list_nodes).parameters
+        except (TypeError, ValueError):
+            return False
+        return "ex_filters" in parameters
+
+    def find(
+        self, name_pattern: str, filters: Mapping[str, Any] | None, states: Iterable[str]
+    ) -> list[CloudNode]:
+        """Nodes whose name matches the glob ``name_pattern`` and whose state is in ``states``.
+
+        ``filters`` go to the provider (``list_nodes(ex_filters=...)``); a driver that
+        takes none is refused rather than having the filters silently ignored.
+        """
+        if filters and not self.supports_filters():
+            raise NodeError(f"the {self.provider!r} driver cannot filter nodes; remove 'filters'")
+        try:
+            nodes = (
+                self.driver.list_nodes(ex_filters=dict(filters))
+                if filters
+                else (self.driver.list_nodes())
+            )
+        except _driver_errors() as error:
+            raise NodeError(f"listing {self.provider} nodes failed: {error}") from None
+        wanted = {str(state).lower() for state in states}
+        found = []
+        for node in nodes:
+            name = str(node.name or "")
+            state = str(node.state).lower()
+            if fnmatch.fnmatchcase(name, name_pattern) and state in wanted:
+                found.append(
+                    CloudNode(
+                        id=str(node.id),
+                        name=name,
+                        state=state,
+                        public_ips=tuple(str(ip) for ip in node.public_ips or ()),
+                        private_ips=tuple(str(ip) for ip in node.private_ips or ()),
+                        node=node,
+                    )
+                )
+        return found
+
+    def act(self, action: str, target: CloudNode) -> None:
+        """Terminate, stop or reboot ``target``; NodeError if the provider did not confirm."""
+        if not self.supports(action):
+            raise NodeError(f"the {self.provider!r} driver cannot {action} nodes")
+        try:
+            done = getattr(self.driver, ACTIONS[action])(target.node)
+        except NotImplementedError:
+            raise NodeError(f"the {self.provider!r} driver cannot {action} nodes") from None
+        except _driver_errors() as error:
+            raise NodeError(f"{action} {target.name} ({target.id}) failed: {error}") from None
+        if done is False:
+            raise NodeError(f"{self.provider} did not confirm the {action} of {target.id}")

@@ -1,0 +1,53 @@
+"""A Libcloud Dummy driver whose nodes outlive the driver, so tests can see effects.
+
+Registered with Libcloud under ``cme_shared_dummy`` by the ``shared_dummy`` fixture; it
+adds what the Dummy driver lacks: ``stop_node`` and provider filters (``ex_filters``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from libcloud.compute.base import Node
+from libcloud.compute.drivers.dummy import DummyNodeDriver
+from libcloud.compute.types import NodeState
+
+PROVIDER = "cme_shared_dummy"
+
+
+class SharedDummyNodeDriver(DummyNodeDriver):  # type: ignore[misc]
+    nodes: ClassVar[list[Node]] = []
+    built_with: ClassVar[list[tuple[tuple[Any, ...], dict[str, Any]]]] = []
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        type(self).built_with.append((args, options))
+        super().__init__(0)
+        self.nl = type(self).nodes
+
+    @classmethod
+    def reset(cls, names_and_zones: list[tuple[str, str]]) -> None:
+        cls.built_with.clear()
+        cls.nodes[:] = [
+            Node(
+                id=str(number),
+                name=name,
+                state=NodeState.RUNNING,
+                public_ips=[f"192.0.2.{number}"],
+                private_ips=[f"10.0.0.{number}"],
+                driver=None,
+                extra={"zone": zone},
+            )
+            for number, (name, zone) in enumerate(names_and_zones, start=1)
+        ]
+
+    @classmethod
+    def by_name(cls) -> dict[str, str]:
+        return {node.name: node.state for node in cls.nodes}
+
+    def list_nodes(self, ex_filters: dict[str, Any] | None = None) -> list[Node]:
+        wanted = (ex_filters or {}).get("zone")
+        return [node for node in self.nl if wanted is None or node.extra["zone"] == wanted]
+
+    def stop_node(self, node: Node) -> bool:
+        node.state = NodeState.STOPPED
+        return True
