@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest system-deps clean
+.PHONY: install run test lint typecheck pytest system-deps clean package lint-infra deploy
 
 install: $(STAMP)
 
@@ -32,7 +32,33 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest
 
-test: system-deps install lint typecheck pytest
+test: system-deps install lint typecheck pytest lint-infra
+
+# The deployed path (docs/deploy.md): one CloudFormation stack per stage.
+STAGE ?= dev
+REGION ?= $(or $(AWS_REGION),$(AWS_DEFAULT_REGION),eu-west-1)
+STACK ?= chaos-monkey-engine-$(STAGE)
+OUT := out/$(STAGE)
+
+# The Chalice app merged with infra/, in out/<stage>/: sam.json and deployment.zip.
+package: install
+	rm -rf $(OUT)
+	$(BIN)/python infra/merge.py $(STAGE) $(OUT)/merge.json
+	AWS_DEFAULT_REGION=$(REGION) $(BIN)/chalice package --stage $(STAGE) \
+		--merge-template $(OUT)/merge.json $(OUT)
+
+lint-infra: package
+	$(BIN)/cfn-lint infra/resources.yaml $(OUT)/sam.json
+
+deploy: lint-infra
+	@test -n "$(BUCKET)" || { echo "make deploy: error: set BUCKET=<S3 bucket for the code>" >&2; exit 2; }
+	aws cloudformation package --region $(REGION) --template-file $(OUT)/sam.json \
+		--s3-bucket $(BUCKET) --s3-prefix $(STACK) --output-template-file $(OUT)/packaged.yaml
+	aws cloudformation deploy --region $(REGION) --template-file $(OUT)/packaged.yaml \
+		--stack-name $(STACK) --parameter-overrides Stage=$(STAGE) $(if $(ALARM_EMAIL),AlarmEmail=$(ALARM_EMAIL)) \
+		--capabilities CAPABILITY_IAM CAPABILITY_NAMED_IAM CAPABILITY_AUTO_EXPAND
+	aws cloudformation describe-stacks --region $(REGION) --stack-name $(STACK) \
+		--query "Stacks[0].Outputs" --output table
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
