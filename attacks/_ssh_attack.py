@@ -1,0 +1,331 @@
+"""What every SSH attack shares: its arguments, its targets, its key, and running a script.
+
+This module's name starts with ``_`` so the plugin loader does not load it as a plugin;
+attack modules import it as ``from . import _ssh_attack`` (a module, not its classes, so
+``SshScriptAttack`` never shows up as a ref of its own).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import random
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from chalicelib.adapters.secrets import SECRET_REFERENCE_SCHEMA
+from chaosmonkey.attacks import Attack, AttackFailed, AttackSkipped
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.ssh import ScriptOutcome, SshRunner, SshTarget
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+MAX_TIMEOUT_SECONDS = 840  # under the attack Lambda's 15-minute limit
+MAX_PARALLEL_HOSTS = 8
+_SCRIPT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LEGACY_PREFIX = "script_attacks/"
+
+# The 2017 docs name scripts like ``script_attacks/s_burncpu.sh``; SimianArmy named them
+# ``burncpu.sh``. Both map to the bundled script of the same chaos type.
+LEGACY_SCRIPT_NAMES = {
+    "burncpu.sh": "burn_cpu.sh",
+    "burnio.sh": "burn_io.sh",
+    "filldisk.sh": "fill_disk.sh",
+    "killprocesses.sh": "kill_processes.sh",
+    "blockallnetworktraffic.sh": "block_all_network_traffic.sh",
+    "networkloss.sh": "network_loss.sh",
+    "networklatency.sh": "network_latency.sh",
+    "nullroute.sh": "null_route.sh",
+    "faildns.sh": "fail_dns.sh",
+}
+
+SSH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "user": {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"},
+        "pem": {"type": "string", "minLength": 1},
+        "key": SECRET_REFERENCE_SCHEMA,
+        "passphrase": SECRET_REFERENCE_SCHEMA,
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "known_hosts": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "connect_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 120},
+        "sudo": {"type": "boolean"},
+    },
+    "required": ["user"],
+    "oneOf": [{"required": ["pem"]}, {"required": ["key"]}],
+    "additionalProperties": False,
+}
+
+HOST_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"type": "string", "minLength": 1, "pattern": r"^[^\s@/]+$"},
+        {
+            "type": "object",
+            "properties": {
+                "host": {"type": "string", "minLength": 1, "pattern": r"^[^\s@/]+$"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "name": {"type": "string"},
+            },
+            "required": ["host"],
+            "additionalProperties": False,
+        },
+    ]
+}
+
+TARGET_PROPERTIES: dict[str, Any] = {
+    "filters": {"type": "object", "minProperties": 1},
+    "address": {"type": "string", "enum": ["private", "public"]},
+    "region": {"type": "string", "minLength": 1},
+    "hosts": {"type": "array", "items": HOST_SCHEMA, "minItems": 1},
+    "count": {"oneOf": [{"type": "integer", "minimum": 1}, {"const": "all"}]},
+    "ssh": SSH_SCHEMA,
+    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_SECONDS},
+    "remote_script": {"type": "string", "pattern": "^/[^\\x00]*[^/]$"},
+}
+TARGET_CHOICE: list[dict[str, Any]] = [{"required": ["filters"]}, {"required": ["hosts"]}]
+
+
+def attack_schema(
+    properties: dict[str, Any], required: list[str], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The whole ``{"ref", "args"}`` schema of an SSH attack: targets + ssh + its own args."""
+    args: dict[str, Any] = {
+        "type": "object",
+        "properties": {**TARGET_PROPERTIES, **properties},
+        "required": ["ssh", *required],
+        "oneOf": TARGET_CHOICE,
+        "additionalProperties": False,
+    }
+    args.update(extra or {})
+    return {
+        "type": "object",
+        "properties": {"ref": {"type": "string"}, "args": args},
+        "required": ["ref", "args"],
+    }
+
+
+EXAMPLE_SSH = {"user": "ec2-user", "key": {"ssm": "/chaos/ssh-key"}}
+
+
+def bundled_script(name: str) -> tuple[str, bytes]:
+    """The canonical name and text of a script of the bundled library.
+
+    Accepts a file name inside ``attacks/scripts/``, the 2017 form
+    ``script_attacks/s_<name>.sh`` and SimianArmy's names; refuses anything else (no
+    paths, no ``..``, nothing outside the library).
+    """
+    wanted = name[len(_LEGACY_PREFIX) :] if name.startswith(_LEGACY_PREFIX) else name
+    if wanted.startswith("s_") and wanted[2:] in LEGACY_SCRIPT_NAMES:
+        wanted = wanted[2:]
+    wanted = LEGACY_SCRIPT_NAMES.get(wanted, wanted)
+    available = sorted(p.name for p in SCRIPTS.glob("*.sh"))
+    if not _SCRIPT_NAME.match(wanted) or wanted.startswith("_"):
+        raise AttackFailed(f"local_script {name!r} is not a script name; known: {available}")
+    path = (SCRIPTS / wanted).resolve()
+    if path.parent != SCRIPTS or not path.is_file():
+        raise AttackFailed(f"no bundled script {name!r}; known: {available}")
+    return wanted, path.read_bytes()
+
+
+def _static_targets(hosts: list[Any], default_port: int) -> list[SshTarget]:
+    from chalicelib.adapters.ssh import SshTarget
+
+    targets = []
+    for host in hosts:
+        if isinstance(host, str):
+            address, port = _split_port(host, default_port)
+            targets.append(SshTarget(host=address, port=port))
+        else:
+            targets.append(
+                SshTarget(
+                    host=host["host"],
+                    port=int(host.get("port", default_port)),
+                    name=host.get("name", ""),
+                )
+            )
+    return targets
+
+
+def _split_port(host: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    if host.startswith("["):
+        address, _, rest = host[1:].partition("]")
+        has_port = rest.startswith(":") and rest[1:].isdigit()
+        return address, int(rest[1:]) if has_port else default_port
+    if host.count(":") == 1:
+        address, _, port = host.partition(":")
+        if port.isdigit():
+            return address, int(port)
+    return host, default_port
+
+
+def _ec2_targets(args: dict[str, Any], default_port: int) -> tuple[list[SshTarget], list[str]]:
+    from chalicelib.adapters.ec2_targets import find_hosts
+    from chalicelib.adapters.ssh import SshTarget
+
+    address = args.get("address", "private")
+    found = find_hosts(args["filters"], address=address, region=args.get("region"))
+    if not found:
+        raise AttackSkipped("no instance matched")
+    without = [host.instance_id for host in found if not host.address]
+    targets = [
+        SshTarget(host=host.address, port=default_port, name=host.instance_id)
+        for host in found
+        if host.address
+    ]
+    if not targets:
+        raise AttackSkipped(f"no matching instance has a {address} address: {without}")
+    return targets, without
+
+
+def choose_targets(args: dict[str, Any]) -> tuple[list[SshTarget], list[str]]:
+    """The hosts to attack, and the matching instances left out for lack of an address.
+
+    ``count`` picks that many at random; by default one instance of those the filters
+    match (the 2017 behaviour) or every listed host.
+    """
+    port = int(args["ssh"].get("port", 22))
+    if "hosts" in args:
+        without: list[str] = []
+        targets = _static_targets(args["hosts"], port)
+        count = args.get("count", "all")
+    else:
+        targets, without = _ec2_targets(args, port)
+        count = args.get("count", 1)
+    if count != "all" and int(count) < len(targets):
+        targets = random.sample(targets, int(count))
+    return targets, without
+
+
+def build_runner(ssh: dict[str, Any], region: str | None) -> SshRunner:
+    """An SSH runner with the plan's key (inline base64 ``pem`` or a secret reference)."""
+    from chalicelib.adapters.secrets import SecretError, describe, resolve_secret
+    from chalicelib.adapters.ssh import KnownHosts, SshKeyError, SshRunner, load_private_key
+
+    try:
+        passphrase = resolve_secret(ssh["passphrase"], region) if ssh.get("passphrase") else None
+        if "pem" in ssh:
+            try:
+                text = base64.b64decode("".join(ssh["pem"].split()), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                raise AttackFailed("ssh.pem is not base64-encoded PEM text") from None
+            key = load_private_key(text, "ssh.pem", passphrase)
+        else:
+            key = load_private_key(
+                resolve_secret(ssh["key"], region), describe(ssh["key"]), passphrase
+            )
+        known = KnownHosts.parse(ssh.get("known_hosts", []))
+    except (SecretError, SshKeyError, ValueError) as error:
+        raise AttackFailed(str(error)) from None
+    return SshRunner(
+        user=ssh["user"],
+        key=key,
+        known_hosts=known,
+        connect_timeout=float(ssh.get("connect_timeout", 10)),
+    )
+
+
+def run_script_everywhere(
+    attack: Attack,
+    script_name: str,
+    script: bytes,
+    *,
+    env: dict[str, str] | None = None,
+    interpreter: str | None = None,
+    summary: dict[str, Any] | None = None,
+    needs_root: bool = False,
+) -> dict[str, Any]:
+    """Run one script on every chosen target; the result lists each host's outcome.
+
+    Dry run resolves the targets and stops there (``skipped``). With ``needs_root`` the
+    script runs through ``sudo -n`` unless the user is root or ``ssh.sudo`` says no. Any
+    host that did not exit 0 fails the attack, with every host's outcome (and output
+    tail) in the result.
+    """
+    args = attack.attack_config
+    ssh = args["ssh"]
+    targets, without_address = choose_targets(args)
+    labels = [target.label for target in targets]
+    if attack.context.dry_run:
+        raise AttackSkipped(f"dry run: {script_name} was not run on {labels}")
+    runner = build_runner(ssh, args.get("region"))
+    run_id = (attack.context.executor_id or uuid.uuid4().hex)[:8]
+    full_env = {"CME_RUN_ID": run_id, **(env or {})}
+    sudo = bool(ssh.get("sudo", needs_root and ssh["user"] != "root"))
+    timeout = float(args.get("timeout", 120))
+
+    def run_on(target: SshTarget) -> ScriptOutcome:
+        # Unique per host by default: hosts may share a filesystem (NFS homes, test labs).
+        default_path = f"/tmp/cme-{run_id}-{uuid.uuid4().hex[:6]}-{script_name}"  # noqa: S108
+        return runner.run_script(
+            target,
+            script,
+            args.get("remote_script") or default_path,
+            timeout=timeout,
+            env=full_env,
+            sudo=sudo,
+            interpreter=interpreter,
+        )
+
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_HOSTS, len(targets))) as pool:
+        outcomes = list(pool.map(run_on, targets))
+    result: dict[str, Any] = {
+        "script": script_name,
+        "run_id": run_id,
+        **(summary or {}),
+        "targets": [outcome.as_result() for outcome in outcomes],
+    }
+    if without_address:
+        result["instances_without_address"] = without_address
+    failed = [outcome for outcome in outcomes if not outcome.is_success]
+    if failed:
+        raise AttackFailed(
+            f"{script_name} failed on {len(failed)} of {len(outcomes)} host(s): "
+            + "; ".join(_why(outcome) for outcome in failed),
+            result=result,
+        )
+    return result
+
+
+def _why(outcome: ScriptOutcome) -> str:
+    if outcome.error:
+        return f"{outcome.target.label}: {outcome.error}"
+    if outcome.timed_out:
+        return f"{outcome.target.label}: no exit within the timeout"
+    last = (outcome.stderr_tail.strip() or outcome.stdout_tail.strip()).splitlines()[-1:]
+    detail = f": {last[0][:300]}" if last else ""
+    return f"{outcome.target.label}: exit code {outcome.exit_code}{detail}"
+
+
+class SshScriptAttack(Attack):
+    """A SimianArmy chaos type: one bundled script, run with its arguments as environment.
+
+    Subclasses name ``script`` and map their arguments to the script's environment in
+    ``environment``; the script applies the fault and leaves a detached reverter on the
+    host that undoes it after ``duration`` seconds without the engine.
+    """
+
+    script: ClassVar[str] = ""
+
+    def environment(self, args: dict[str, Any]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def run(self) -> dict[str, Any]:
+        args = self.attack_config
+        name, text = bundled_script(self.script)
+        env = self.environment(args)
+        summary = {
+            "duration": int(args.get("duration", DEFAULT_DURATION)),
+            "parameters": {key.removeprefix("CME_").lower(): value for key, value in env.items()},
+        }
+        return run_script_everywhere(
+            self, name, text, env=env, interpreter="/bin/sh", summary=summary, needs_root=True
+        )
+
+
+DEFAULT_DURATION = 60
+MAX_DURATION = 3600
+DURATION_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_DURATION}

@@ -1,0 +1,42 @@
+"""NetworkLoss: drop a share of the packets hosts send (SimianArmy's networkloss)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _ssh_attack as ssh_attack
+
+
+class NetworkLoss(ssh_attack.SshScriptAttack):
+    """Drop ``percent`` % of the packets each target sends (on ``interface``, default all
+    but loopback) for ``duration`` seconds, with iptables' ``statistic`` match: unlike
+    ``netem`` it needs no extra kernel module. The SSH session running it is spared."""
+
+    ref = "network_loss:NetworkLoss"
+    script = "network_loss.sh"
+    schema = ssh_attack.attack_schema(
+        {
+            "duration": ssh_attack.DURATION_SCHEMA,
+            "percent": {"type": "integer", "minimum": 1, "maximum": 100},
+            "interface": {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,15}$"},
+        },
+        required=[],
+    )
+    example = {
+        "ref": ref,
+        "args": {
+            "filters": {"tag:Chaos": "true"},
+            "ssh": ssh_attack.EXAMPLE_SSH,
+            "duration": 60,
+            "percent": 10,
+        },
+    }
+
+    def environment(self, args: dict[str, Any]) -> dict[str, str]:
+        env = {
+            "CME_DURATION": str(args.get("duration", ssh_attack.DEFAULT_DURATION)),
+            "CME_PERCENT": str(args.get("percent", 10)),
+        }
+        if args.get("interface"):
+            env["CME_INTERFACE"] = args["interface"]
+        return env

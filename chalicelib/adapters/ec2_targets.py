@@ -1,0 +1,70 @@
+"""Finds the SSH addresses of EC2 instances selected by filters, for script attacks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Ec2Host:
+    """A running instance as an SSH target: its id, Name tag and chosen address."""
+
+    instance_id: str
+    name: str
+    address: str | None
+    zone: str
+
+
+def with_running_state(filters: dict[str, Any]) -> dict[str, Any]:
+    """The filters, plus ``instance-state-name: running`` when no state filter is given.
+
+    A copy: the plan's stored config is never changed.
+    """
+    if "instance-state-name" in filters or "instance-state-code" in filters:
+        return dict(filters)
+    return {**filters, "instance-state-name": "running"}
+
+
+def _as_ec2_filters(filters: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "Name": name,
+            "Values": [str(v) for v in value] if isinstance(value, list) else [str(value)],
+        }
+        for name, value in filters.items()
+    ]
+
+
+def find_hosts(
+    filters: dict[str, Any], address: str = "private", region: str | None = None
+) -> list[Ec2Host]:
+    """Running instances matching ``filters`` with their ``private`` or ``public`` address.
+
+    One paginated describe call; ``address`` is None for an instance without that kind
+    of address (the caller reports it rather than connecting nowhere).
+    """
+    import boto3
+
+    client = boto3.client("ec2", region_name=region or os.environ.get("AWS_DEFAULT_REGION"))
+    paginator = client.get_paginator("describe_instances")
+    found: list[Ec2Host] = []
+    for page in paginator.paginate(Filters=_as_ec2_filters(with_running_state(filters))):
+        for reservation in page.get("Reservations", []):
+            for instance in reservation.get("Instances", []):
+                tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+                chosen = (
+                    instance.get("PublicIpAddress")
+                    if address == "public"
+                    else instance.get("PrivateIpAddress")
+                )
+                found.append(
+                    Ec2Host(
+                        instance_id=instance["InstanceId"],
+                        name=tags.get("Name", ""),
+                        address=chosen,
+                        zone=instance.get("Placement", {}).get("AvailabilityZone", ""),
+                    )
+                )
+    return found
