@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -48,3 +49,13 @@ def _unauthorized() -> Response:
     response = message("missing or wrong bearer token; send 'Authorization: Bearer <token>'", 401)
     response.headers["WWW-Authenticate"] = 'Bearer realm="chaos-monkey-engine"'
     return response
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -28,10 +28,11 @@ TARGET = ScheduleTarget(
 )
 
 
-def throttled(operation: str) -> ClientError:
-    return ClientError(
+def throttled(operation: str) -> Exception:
+    error: Exception = ClientError(
         {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, operation
     )
+    return error
 
 
 class FlakyClient:
@@ -158,7 +159,7 @@ def chalice_app() -> Iterator[Any]:
         if hasattr(app, "cme_engine"):
             delattr(app, "cme_engine")
     else:
-        app.cme_engine = before
+        setattr(app, "cme_engine", before)  # noqa: B010
 
 
 @dataclass

@@ -181,7 +181,7 @@ def test_creates_run_concurrently_but_never_more_than_the_bound(
             with lock:
                 active -= 1
 
-    client = FlakyClient(scheduler_client, observe)  # type: ignore[arg-type]
+    client = FlakyClient(scheduler_client, observe)
     make_scheduler(client, concurrency=bound).create([executor(i) for i in range(30)])
     assert peak == bound
     assert len(schedule_names(scheduler_client)) == 30
