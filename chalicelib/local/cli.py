@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from chalicelib.local import targets as local_targets
 from chalicelib.settings import Settings, load_timezone
 
 FAKE_AWS = {
@@ -55,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="FOLDER",
         help="another folder of planner plugins (repeatable)",
     )
+    local_targets.add_arguments(command)
     return command
 
 
@@ -88,11 +90,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"chaos-monkey-engine: error: {error}", file=sys.stderr)
         return 2
-    os.environ.update(FAKE_AWS)
-    return serve(settings, options.host, options.port)
+    try:
+        targets = local_targets.from_options(options)
+        # FAKE_AWS; with --real-aws-targets, all of it but the credentials and region.
+        os.environ.update(local_targets.environment(targets, FAKE_AWS))
+        local_targets.check(targets)
+    except ValueError as error:
+        print(f"chaos-monkey-engine: error: {error}", file=sys.stderr)
+        return 2
+    return serve(settings, options.host, options.port, targets)
 
 
-def serve(settings: Settings, host: str, port: int) -> int:
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    targets: local_targets.Targets | None = None,
+) -> int:
     """Run local mode until SIGINT or SIGTERM."""
     from chalice.config import Config
     from chalice.local import create_local_server
@@ -105,10 +119,13 @@ def serve(settings: Settings, host: str, port: int) -> int:
     from chalicelib.bootstrap import build_local_engine
 
     logfmt.configure()
-    mock = mock_aws()
+    targets = targets or local_targets.Targets()
+    mock = mock_aws(config=local_targets.mock_config(targets))  # type: ignore[arg-type]
     mock.start()
     scheduler: LocalScheduler | None = None
+    stop_targets = None
     try:
+        stop_targets = local_targets.start(targets)
         engine = build_local_engine(settings)
         for problem in [*engine.attacks.errors, *engine.planners.errors]:
             print(f"warning: plugin not loaded: {problem.path}: {problem.reason}", file=sys.stderr)
@@ -145,6 +162,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
     finally:
         if scheduler is not None:
             scheduler.shutdown()
+        if stop_targets is not None:
+            stop_targets()
         mock.stop()
 
 
