@@ -1,0 +1,237 @@
+"""Where local mode's cloud attacks land: moto's EC2 on 127.0.0.1 (default) or real AWS.
+
+By default local mode serves moto's EC2 on a free port of 127.0.0.1 and points the EC2
+driver at it (``CME_EC2_ENDPOINT``), while ``mock_aws`` catches every other AWS call in
+the process, so nothing real can be hit by accident. ``--demo`` seeds a few tagged
+instances there. ``--real-aws-targets`` keeps storage and the scheduler local (moto's
+DynamoDB, APScheduler) but lets the attacks' calls (EC2, SSM, Secrets Manager) reach
+real AWS with the credentials and region of the environment.
+
+Libcloud talks to EC2 over HTTP, so the local EC2 is a real server rather than the
+in-process mock; it shares the in-process mock's state (one moto backend per process),
+so boto3 calls inside local mode see the same instances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.adapters.ec2 import ENDPOINT_VARIABLE
+
+CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
+REGION_VARIABLES = ("AWS_DEFAULT_REGION", "AWS_REGION")
+# AWS services an attack calls; with --real-aws-targets moto lets them through.
+ATTACK_SERVICES = ("ec2", "ssm", "secretsmanager", "sts", "sso", "sso-oidc")
+
+DEMO_AMI = "ami-12c6146b"
+DEMO_INSTANCES = (
+    ("demo-web-1", "eu-west-1a", {"Chaos": "true"}),
+    ("demo-web-2", "eu-west-1b", {"Chaos": "true"}),
+    ("demo-web-3", "eu-west-1c", {"Chaos": "true"}),
+    ("demo-db-1", "eu-west-1a", {"Chaos": "false"}),
+)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Local mode's choice of attack targets."""
+
+    real_aws: bool = False
+    demo: bool = False
+
+
+def add_arguments(command: argparse.ArgumentParser) -> None:
+    """The ``--demo`` and ``--real-aws-targets`` options of ``chaos-monkey-engine``."""
+    command.add_argument(
+        "--demo",
+        action="store_true",
+        help="seed moto's EC2 with tagged demo instances (Chaos=true) to attack",
+    )
+    command.add_argument(
+        "--real-aws-targets",
+        action="store_true",
+        help="attacks hit REAL AWS with the credentials and region of the environment; "
+        "storage and scheduler stay local",
+    )
+
+
+def from_options(options: argparse.Namespace) -> Targets:
+    """The targets the options ask for; ValueError for a combination that makes no sense."""
+    targets = Targets(
+        real_aws=bool(getattr(options, "real_aws_targets", False)),
+        demo=bool(getattr(options, "demo", False)),
+    )
+    if targets.real_aws and targets.demo:
+        raise ValueError("--demo seeds moto's EC2 and cannot be combined with --real-aws-targets")
+    return targets
+
+
+def environment(targets: Targets, fake_aws: Mapping[str, str]) -> dict[str, str]:
+    """The variables local mode sets: all of ``fake_aws`` (fake credentials, region, no
+    metadata calls), except, for real targets, the credentials and region, which stay
+    the environment's."""
+    if not targets.real_aws:
+        return dict(fake_aws)
+    kept = (*CREDENTIAL_VARIABLES, *REGION_VARIABLES)
+    return {name: value for name, value in fake_aws.items() if name not in kept}
+
+
+def check(targets: Targets) -> None:
+    """ValueError when real targets lack credentials or a region (call after ``environment``)."""
+    if not targets.real_aws:
+        return
+    from chalicelib.adapters.ec2 import EC2Error, aws_credentials, default_region
+
+    try:
+        aws_credentials()
+    except EC2Error as error:
+        raise ValueError(f"--real-aws-targets: {error}") from None
+    if not default_region():
+        raise ValueError("--real-aws-targets: set AWS_DEFAULT_REGION to the region to attack")
+
+
+def mock_config(targets: Targets) -> dict[str, Any] | None:
+    """moto's configuration: None (mock everything) unless attacks go to real AWS."""
+    if not targets.real_aws:
+        return None
+    from moto.core.config import default_user_config
+
+    core = copy.deepcopy(default_user_config.get("core", {}))
+    # moto would otherwise replace the real credentials with fake ones while it runs.
+    core["mock_credentials"] = False
+    core["passthrough"] = {"urls": [], "services": list(ATTACK_SERVICES)}
+    return {"core": core}
+
+
+def start(targets: Targets) -> Callable[[], None]:
+    """Start what ``targets`` needs (moto's EC2 server, demo instances); returns a stopper."""
+    if targets.real_aws:
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+        print(
+            f"WARNING: attacks target REAL AWS (region {region}) with the environment's "
+            "credentials",
+            file=sys.stderr,
+            flush=True,
+        )
+        return lambda: None
+    server = LocalEC2()
+    server.start()
+    os.environ[ENDPOINT_VARIABLE] = server.endpoint
+    line = f"EC2 targets: moto at {server.endpoint} (nothing real can be attacked)"
+    if targets.demo:
+        seeded = seed_demo(server.endpoint)
+        line += f"; demo instances: {', '.join(seeded)}"
+    print(line, flush=True)
+    return server.stop
+
+
+def seed_demo(endpoint: str) -> list[str]:
+    """Launch the demo instances (tagged ``Chaos``, named ``demo-*``); their ids."""
+    import boto3
+
+    region = os.environ.get("AWS_DEFAULT_REGION", "eu-west-1")
+    client = boto3.client("ec2", endpoint_url=endpoint, region_name=region)
+    launched: list[str] = []
+    for name, zone, tags in DEMO_INSTANCES:
+        answer = client.run_instances(
+            ImageId=DEMO_AMI,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.micro",
+            Placement={"AvailabilityZone": zone.replace("eu-west-1", region, 1)},
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": key, "Value": value}
+                        for key, value in {**tags, "Name": name}.items()
+                    ],
+                }
+            ],
+        )
+        launched.extend(instance["InstanceId"] for instance in answer["Instances"])
+    return launched
+
+
+# moto answers EC2 in the botocore model's namespace, without the trailing slash real
+# EC2 sends (and Libcloud looks for), and answers RebootInstances without the
+# <return>true</return> real EC2 sends. The local EC2 server answers like real EC2 so
+# that the attacks' code stays the code that runs against AWS.
+_MOTO_NAMESPACE = b'xmlns="http://ec2.amazonaws.com/doc/2016-11-15"'
+_EC2_NAMESPACE = b'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"'
+_EMPTY_REBOOT = re.compile(
+    rb"(<RebootInstancesResponse[^>]*>(?:(?!<return>).)*?)(</RebootInstancesResponse>)", re.S
+)
+
+
+def like_real_ec2(body: bytes) -> bytes:
+    """A moto EC2 answer as real EC2 would word it (other answers unchanged)."""
+    if _MOTO_NAMESPACE not in body:
+        return body
+    body = body.replace(_MOTO_NAMESPACE, _EC2_NAMESPACE)
+    return _EMPTY_REBOOT.sub(rb"\1<return>true</return>\2", body)
+
+
+def _ec2_fidelity(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """WSGI middleware applying ``like_real_ec2`` to every answer."""
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        answer = app(environ, capture)
+        try:
+            body = b"".join(answer)
+        finally:
+            close = getattr(answer, "close", None)
+            if close is not None:
+                close()
+        body = like_real_ec2(body)
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    return application
+
+
+class LocalEC2:
+    """moto's EC2 served on a free port of 127.0.0.1, answering like real EC2."""
+
+    def __init__(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        application = _ec2_fidelity(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server("127.0.0.1", 0, application, threaded=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="local-ec2", daemon=True
+        )
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()
