@@ -6,6 +6,8 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || needed+=(openssh-ser
 command -v ip >/dev/null 2>&1 || needed+=(iproute2)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || needed+=(iptables)
 command -v ping >/dev/null 2>&1 || needed+=(iputils-ping)
+command -v pgrep >/dev/null 2>&1 || needed+=(procps)
+command -v unshare >/dev/null 2>&1 && command -v setsid >/dev/null 2>&1 || needed+=(util-linux)
 [ ${#needed[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: missing ${needed[*]}; install them as root (tests that need them are skipped)" >&2
