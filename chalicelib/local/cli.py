@@ -38,6 +38,12 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("-p", "--port", type=int, default=5000, help="API port (5000)")
     command.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     command.add_argument(
+        "--token",
+        default=None,
+        help="require 'Authorization: Bearer TOKEN' on every request (default: $CME_API_TOKEN); "
+        "needed to bind a non-loopback --host",
+    )
+    command.add_argument(
         "-t", "--timezone", default="Europe/Madrid", help="engine timezone (Europe/Madrid)"
     )
     command.add_argument(
@@ -67,6 +73,14 @@ def settings_from(options: argparse.Namespace) -> Settings:
         raise UsageError(str(error)) from None
     if not 0 < options.port < 65536:
         raise UsageError(f"port {options.port} is not between 1 and 65535")
+    from chalicelib.api.auth import is_loopback
+
+    token = options.token or os.environ.get("CME_API_TOKEN") or None
+    if token is None and not is_loopback(options.host):
+        raise UsageError(
+            f"--host {options.host} is reachable from other machines; "
+            "set a bearer token with --token or CME_API_TOKEN"
+        )
 
     def folders(values: Sequence[str], kind: str) -> tuple[Path, ...]:
         paths = tuple(Path(value).expanduser() for value in values)
@@ -80,6 +94,7 @@ def settings_from(options: argparse.Namespace) -> Settings:
         aws_region=FAKE_AWS["AWS_REGION"],
         attack_folders=folders(options.attacks_folder, "attacks"),
         planner_folders=folders(options.planners_folder, "planners"),
+        api_token=token,
     )
 
 
