@@ -76,6 +76,7 @@ class EC2InstanceAttack(Attack):
     """
 
     action: ClassVar[str] = ""
+    supports_dry_run = True
 
     def spare(self, candidates: list[Any]) -> tuple[list[Any], list[Any]]:
         """Split candidates into (attackable, spared). Nothing is spared by default."""
@@ -111,7 +112,8 @@ class EC2InstanceAttack(Attack):
         if self.context.dry_run:
             raise AttackSkipped(
                 f"dry run: would {self.action} {target.id} (name {target.name}, "
-                f"private IP {target.private_ip}, zone {target.zone}); nothing was done"
+                f"private IP {target.private_ip}, zone {target.zone}); nothing was done",
+                result=result,
             )
         try:
             getattr(instances, self.action)(target)

@@ -108,6 +108,7 @@ class NodeAttack(Attack):
     """
 
     action: ClassVar[str] = ""
+    supports_dry_run = True
 
     def run(self) -> dict[str, Any]:
         from chalicelib.adapters.cloud_nodes import CloudNodes, NodeError, node_driver
@@ -139,7 +140,8 @@ class NodeAttack(Attack):
         if self.context.dry_run:
             raise AttackSkipped(
                 f"dry run: would {self.action} {provider} node {target.name} ({target.id}); "
-                "nothing was done"
+                "nothing was done",
+                result=result,
             )
         try:
             nodes.act(self.action, target)

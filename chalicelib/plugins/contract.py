@@ -19,11 +19,15 @@ from chalicelib.domain.times import localize, utc_now
 
 
 class AttackSkipped(Exception):
-    """Raised by an attack that decided not to act; the executor ends ``skipped``."""
+    """Raised by an attack that decided not to act; the executor ends ``skipped``.
 
-    def __init__(self, reason: str) -> None:
+    ``result`` (what it would have targeted, for example) is stored with the reason.
+    """
+
+    def __init__(self, reason: str, result: Any = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.result = result
 
 
 class AttackFailed(Exception):
@@ -61,11 +65,17 @@ class Attack:
     ``run`` reads ``self.attack_config`` (the ``args``) and may return a JSON-able result
     describing what it targeted and did. It raises ``AttackSkipped`` to refuse and any
     other exception to fail. ``self.context`` carries the executor id and dry-run flag.
+
+    An attack that sets ``supports_dry_run = True`` is run in dry-run plans with
+    ``self.context.dry_run`` set: it must select its target, touch nothing, and say what
+    it would have done (``AttackSkipped(reason, result=...)``). Other attacks are never
+    called in a dry run.
     """
 
     ref: ClassVar[str | None] = None
     schema: ClassVar[dict[str, Any] | None] = None
     example: ClassVar[dict[str, Any] | None] = None
+    supports_dry_run: ClassVar[bool] = False
 
     def __init__(self, attack_config: dict[str, Any] | None) -> None:
         self.attack_config: dict[str, Any] = dict(attack_config or {})

@@ -96,7 +96,7 @@ class ExecutorRunner:
         changes: dict[str, Any] = {}
         try:
             attack_class = self.attacks.resolve(ref)
-            if executor.dry_run:
+            if executor.dry_run and not attack_class.supports_dry_run:
                 raise AttackSkipped(f"dry run: {ref} was not executed")
             attack = attack_class(executor.attack.get("args") or {})
             attack.context = AttackContext(
@@ -106,10 +106,15 @@ class ExecutorRunner:
                 logger=logging.getLogger(f"attacks.{ref}"),
                 clock=self.clock,
             )
-            changes["result"] = _storable(attack.run())
+            outcome = attack.run()
+            if executor.dry_run:
+                # A dry run is recorded like a real run but always ends skipped.
+                raise AttackSkipped(f"dry run: {ref} reported what it would do", outcome)
+            changes["result"] = _storable(outcome)
         except AttackSkipped as skipped:
             status = ExecutorStatus.SKIPPED
             changes["reason"] = skipped.reason[:MAX_ERROR_CHARS]
+            changes["result"] = _storable(skipped.result)
         except AttackFailed as failed:
             status = ExecutorStatus.FAILED
             changes["error"] = _message(failed)

@@ -231,3 +231,17 @@ def test_a_running_executor_cannot_be_moved_or_claimed_again(
         module.GATE.set()
         worker.join(timeout=30)
     assert engine.executors.get(executor_id).status is ExecutorStatus.SUCCEEDED
+
+
+def test_an_attack_that_supports_dry_run_reports_its_target_and_is_skipped(
+    engine: Engine, clock: FixedClock, runs: list[dict[str, Any]]
+) -> None:
+    payload = plan_payload("ok", dry_run=True)
+    payload["attack"]["ref"] = "scripted:Leashed"
+    executor_id = due(engine, clock, engine.plans.create(payload).id)
+    engine.runner.run(executor_id)
+    stored = engine.executors.get(executor_id)
+    assert stored.status is ExecutorStatus.SKIPPED
+    assert stored.reason == "dry run: would hit db-1"
+    assert stored.result == {"target": "db-1"}
+    assert runs == []
