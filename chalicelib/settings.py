@@ -70,7 +70,9 @@ class Settings:
     scheduler_concurrency: int = 8
     scheduler_rate_per_second: float = 40.0
     # How the API is protected: "iam" or "api_key" on API Gateway (fixed when the app is
-    # imported), "none" locally; local mode adds a bearer token when api_token is set.
+    # imported), "none" locally. api_token is local mode's bearer token (its --token or
+    # CME_API_TOKEN); never read from a stage's environment, where SigV4 owns the
+    # Authorization header.
     auth: str = "none"
     api_token: str | None = None
 
@@ -112,5 +114,4 @@ class Settings:
             scheduler_concurrency=int(env.get("CME_SCHEDULER_CONCURRENCY", "8")),
             scheduler_rate_per_second=float(env.get("CME_SCHEDULER_RATE_PER_SECOND", "40")),
             auth=auth_mode(env.get("CME_AUTH", "none")),
-            api_token=env.get("CME_API_TOKEN") or None,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from chalice.app import Chalice, IAMAuthorizer, Request, Response
 
 from chalicelib.api.context import engine_of
 from chalicelib.api.errors import message
+
+log = logging.getLogger(__name__)
 
 
 def protect_routes(app: Chalice, mode: str) -> None:
@@ -32,7 +35,11 @@ def bearer_token_required(app: Chalice) -> Callable[[Request, Callable[[Request]
     """HTTP middleware: with a token in the settings, refuse requests that lack it (401)."""
 
     def check(request: Request, get_response: Callable[[Request], Any]) -> Any:
-        expected = engine_of(app).settings.api_token
+        try:
+            expected = engine_of(app).settings.api_token
+        except Exception:  # fail closed, in the API's own error format
+            log.exception("could not build the engine to check the bearer token")
+            return message("internal error; the engine's log has the details", 500)
         if expected:
             header = request.headers.get("authorization") or ""
             scheme, _, given = header.partition(" ")

@@ -204,3 +204,23 @@ def test_the_command_with_a_token_refuses_requests_without_it(guarded_command: s
     status, body = get(guarded_command, {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200
     assert "attacks" in body
+
+
+def test_an_engine_that_cannot_be_built_answers_500_json(
+    chalice_app: Any, monkeypatch: pytest.MonkeyPatch
+):
+    def broken(settings: Any) -> Engine:
+        raise RuntimeError("no tables")
+
+    monkeypatch.delattr(chalice_app, "cme_engine", raising=False)
+    monkeypatch.setattr("chalicelib.bootstrap.build_aws_engine", broken)
+    with Client(chalice_app) as client:
+        response = client.http.get("/api/1/attacks")
+    assert response.status_code == 500
+    assert json.loads(response.body) == {"msg": "internal error; the engine's log has the details"}
+
+
+def test_a_stage_cannot_set_a_bearer_token_that_would_fight_sigv4():
+    from chalicelib.settings import Settings
+
+    assert Settings.from_env({"CME_API_TOKEN": "x"}).api_token is None
