@@ -22,6 +22,8 @@ from chalicelib.plugins.registry import PluginSet
 log = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 32_000
+# Schedulers fire at or after the time; anything earlier than this is a stale delivery.
+EARLY_TOLERANCE = timedelta(seconds=5)
 MAX_ERROR_CHARS = 2_000
 
 
@@ -63,6 +65,11 @@ class ExecutorRunner:
             return executor
 
         now = self.clock.now()
+        if executor.next_run_time - now > EARLY_TOLERANCE:
+            # A stale delivery (the executor was moved later, or a retried schedule fired
+            # again): its current schedule will deliver it at the right time.
+            log.info("executor delivered before its time; not run now", extra=fields)
+            return executor
         lateness = now - executor.next_run_time
         if lateness > self.allowed_lateness:
             reason = (

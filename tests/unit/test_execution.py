@@ -245,3 +245,17 @@ def test_an_attack_that_supports_dry_run_reports_its_target_and_is_skipped(
     assert stored.reason == "dry run: would hit db-1"
     assert stored.result == {"target": "db-1"}
     assert runs == []
+
+
+def test_an_early_delivery_does_nothing(
+    engine: Engine, clock: FixedClock, runs: list[dict[str, Any]]
+) -> None:
+    executor_id = due(engine, clock, engine.plans.create(plan_payload("ok")).id)
+    clock.advance(seconds=-6)
+    engine.runner.run(executor_id)
+    assert engine.executors.get(executor_id).status is ExecutorStatus.SCHEDULED
+    assert runs == []
+    clock.advance(seconds=2)  # within the tolerance of a scheduler's clock
+    engine.runner.run(executor_id)
+    assert engine.executors.get(executor_id).status is ExecutorStatus.SUCCEEDED
+    assert len(runs) == 1
