@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.domain.errors import UnknownPlugin
@@ -70,19 +70,25 @@ class ExecutorRunner:
             # again): its current schedule will deliver it at the right time.
             log.info("executor delivered before its time; not run now", extra=fields)
             return executor
-        lateness = now - executor.next_run_time
-        if lateness > self.allowed_lateness:
-            reason = (
-                f"delivered {int(lateness.total_seconds())} s late; "
-                f"the allowed lateness is {int(self.allowed_lateness.total_seconds())} s"
-            )
-            return self._end_unclaimed(executor, ExecutorStatus.MISSED, reason)
-        if self.kill_switch:
-            return self._end_unclaimed(executor, ExecutorStatus.SKIPPED, "the kill switch is on")
+        refusal = self._refusal(executor, now)
+        if refusal is not None:
+            return self._end_unclaimed(executor, *refusal)
         if not self.store.transition(executor, ExecutorStatus.RUNNING, {"started_at": now}):
             log.info("executor claimed by another delivery; not run", extra=fields)
             return self.store.get_executor(executor_id)
         return self._attack(executor)
+
+    def _refusal(self, executor: Executor, now: datetime) -> tuple[ExecutorStatus, str] | None:
+        """Why this delivery must not run the attack at all, if it must not."""
+        lateness = now - executor.next_run_time
+        if lateness > self.allowed_lateness:
+            return ExecutorStatus.MISSED, (
+                f"delivered {int(lateness.total_seconds())} s late; "
+                f"the allowed lateness is {int(self.allowed_lateness.total_seconds())} s"
+            )
+        if self.kill_switch:
+            return ExecutorStatus.SKIPPED, "the kill switch is on"
+        return None
 
     def _end_unclaimed(self, executor: Executor, status: ExecutorStatus, reason: str) -> Executor:
         now = self.clock.now()
