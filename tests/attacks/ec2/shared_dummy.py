@@ -15,7 +15,7 @@ from libcloud.compute.types import NodeState
 PROVIDER = "cme_shared_dummy"
 
 
-class SharedDummyNodeDriver(DummyNodeDriver):  # type: ignore[misc]
+class SharedDummyNodeDriver(DummyNodeDriver):
     nodes: ClassVar[list[Node]] = []
     built_with: ClassVar[list[tuple[tuple[Any, ...], dict[str, Any]]]] = []
 

@@ -32,14 +32,14 @@ def attacks() -> PluginSet[Attack]:
 
 @pytest.fixture
 def shared_dummy_driver() -> Iterator[type[SharedDummyNodeDriver]]:
-    set_driver(shared_dummy.PROVIDER, shared_dummy.__name__, "SharedDummyNodeDriver")
+    set_driver(shared_dummy.PROVIDER, shared_dummy.__name__, "SharedDummyNodeDriver")  # type: ignore[arg-type]
     SharedDummyNodeDriver.reset(
         [("web-1", "a"), ("web-2", "b"), ("db-1", "a"), ("db-2", "b"), ("web-3", "b")]
     )
     try:
         yield SharedDummyNodeDriver
     finally:
-        DRIVERS.pop(shared_dummy.PROVIDER, None)
+        DRIVERS.pop(shared_dummy.PROVIDER, None)  # type: ignore[call-overload]
 
 
 def run(attacks: PluginSet[Attack], ref: str, args: dict[str, Any], dry_run: bool = False) -> Any:
