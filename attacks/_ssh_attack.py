@@ -163,11 +163,14 @@ def _split_port(host: str, default_port: int) -> tuple[str, int]:
 
 
 def _ec2_targets(args: dict[str, Any], default_port: int) -> tuple[list[SshTarget], list[str]]:
-    from chalicelib.adapters.ec2_targets import find_hosts
+    from chalicelib.adapters.ec2_targets import SimulatedInstances, find_hosts
     from chalicelib.adapters.ssh import SshTarget
 
     address = args.get("address", "private")
-    found = find_hosts(args["filters"], address=address, region=args.get("region"))
+    try:
+        found = find_hosts(args["filters"], address=address, region=args.get("region"))
+    except SimulatedInstances as refusal:
+        raise AttackSkipped(str(refusal)) from None
     if not found:
         raise AttackSkipped("no instance matched")
     without = [host.instance_id for host in found if not host.address]

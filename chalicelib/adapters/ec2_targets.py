@@ -37,14 +37,29 @@ def _as_ec2_filters(filters: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+SIMULATED_EC2_VARIABLE = "CME_SIMULATED_EC2"
+
+
+class SimulatedInstances(Exception):
+    """The EC2 being attacked is local mode's moto: its addresses are not real hosts."""
+
+
 def find_hosts(
     filters: dict[str, Any], address: str = "private", region: str | None = None
 ) -> list[Ec2Host]:
     """Running instances matching ``filters`` with their ``private`` or ``public`` address.
 
     One paginated describe call; ``address`` is None for an instance without that kind
-    of address (the caller reports it rather than connecting nowhere).
+    of address (the caller reports it rather than connecting nowhere). In local mode with
+    moto's EC2 the instances are made up and so are their addresses, which may be real
+    machines on the user's network: SimulatedInstances, and no connection is made.
     """
+    if os.environ.get(SIMULATED_EC2_VARIABLE):
+        raise SimulatedInstances(
+            "local mode's EC2 instances are moto's and their addresses are not real hosts, "
+            "so no SSH connection is made; give static 'hosts' or start local mode with "
+            "--real-aws-targets"
+        )
     import boto3
 
     client = boto3.client("ec2", region_name=region or os.environ.get("AWS_DEFAULT_REGION"))

@@ -12,6 +12,7 @@ reference, one of:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -74,9 +75,24 @@ def resolve_secret(reference: dict[str, Any], region: str | None = None) -> str:
     raise SecretError("a secret reference needs one of env, ssm, secretsmanager")
 
 
+class _WithoutResponseBodies(logging.Filter):
+    """Drops botocore's DEBUG dumps of API responses: for SSM and Secrets Manager they
+    hold the secret itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+_BODY_FILTER = _WithoutResponseBodies()
+
+
 def _client(service: str, region: str | None) -> Any:
     import boto3
 
+    for name in ("botocore.parsers", "botocore.endpoint"):
+        logger = logging.getLogger(name)
+        if _BODY_FILTER not in logger.filters:
+            logger.addFilter(_BODY_FILTER)
     return boto3.client(service, region_name=region or os.environ.get("AWS_DEFAULT_REGION"))
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.adapters.ec2 import ENDPOINT_VARIABLE
+from chalicelib.adapters.ec2_targets import SIMULATED_EC2_VARIABLE
 
 CREDENTIAL_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
@@ -130,6 +131,8 @@ def start(targets: Targets) -> Callable[[], None]:
     server = LocalEC2()
     server.start()
     os.environ[ENDPOINT_VARIABLE] = server.endpoint
+    # moto's instances have made-up addresses: SSH attacks must not connect to them.
+    os.environ[SIMULATED_EC2_VARIABLE] = "1"
     line = f"EC2 targets: moto at {server.endpoint} (nothing real can be attacked)"
     if targets.demo:
         seeded = seed_demo(server.endpoint)

@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -301,7 +302,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 stderr=subprocess.DEVNULL,
             )
         for host in hosts:
-            wait_until(lambda host=host: _listening(host.address), 15, f"sshd of {host.name} up")
+            wait_until(partial(_listening, host.address), 15, f"sshd of {host.name} up")
         yield Lab(
             hosts=hosts,
             network=network,
