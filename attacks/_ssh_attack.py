@@ -253,7 +253,10 @@ def run_script_everywhere(
     targets, without_address = choose_targets(args)
     labels = [target.label for target in targets]
     if attack.context.dry_run:
-        raise AttackSkipped(f"dry run: {script_name} was not run on {labels}")
+        raise AttackSkipped(
+            f"dry run: {script_name} was not run on {labels}",
+            result={"script": script_name, "targets": labels, "unaddressed": without_address},
+        )
     runner = build_runner(ssh, args.get("region"))
     run_id = (attack.context.executor_id or uuid.uuid4().hex)[:8]
     full_env = {"CME_RUN_ID": run_id, **(env or {})}
@@ -312,6 +315,7 @@ class SshScriptAttack(Attack):
     """
 
     script: ClassVar[str] = ""
+    supports_dry_run = True
 
     def environment(self, args: dict[str, Any]) -> dict[str, str]:
         raise NotImplementedError

@@ -19,6 +19,7 @@ class RunScript(Attack):
     """
 
     ref = "run_script:RunScript"
+    supports_dry_run = True
     schema = ssh_attack.attack_schema(
         {
             "local_script": {"type": "string", "minLength": 1},

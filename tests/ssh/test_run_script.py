@@ -273,7 +273,7 @@ def test_unreachable_host_is_reported(lab: Lab, ssh_key_env: None, attack: Any):
 
 def test_dry_run_touches_nothing(lab: Lab, ssh_key_env: None, attack: Any):
     marker = lab.hosts[0].directory / "dry"
-    with pytest.raises(AttackSkipped, match="dry run"):
+    with pytest.raises(AttackSkipped, match="dry run") as skipped:
         attack(
             RUN_SCRIPT,
             {
@@ -284,6 +284,8 @@ def test_dry_run_touches_nothing(lab: Lab, ssh_key_env: None, attack: Any):
             dry_run=True,
         )
     assert not marker.exists()
+    assert skipped.value.result["script"] == "inline-script"
+    assert len(skipped.value.result["targets"]) == 1
 
 
 def test_count_picks_that_many_static_hosts(lab: Lab, ssh_key_env: None, attack: Any):
