@@ -119,18 +119,20 @@ def test_real_targets_without_a_region_are_refused(
 def test_local_targets_serve_moto_ec2_with_the_demo_instances(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv("CME_EC2_ENDPOINT", raising=False)
+    # Recorded by monkeypatch so that what start() sets is undone after the test.
+    monkeypatch.setenv("CME_EC2_ENDPOINT", "")
+    monkeypatch.setenv("CME_SIMULATED_EC2", "")
     with mock_aws():
         stop = local_targets.start(local_targets.Targets(demo=True))
         try:
             endpoint = os.environ["CME_EC2_ENDPOINT"]
+            assert os.environ["CME_SIMULATED_EC2"] == "1"
             seen_in_process = boto3.client("ec2").describe_instances()["Reservations"]
             from chalicelib.adapters.ec2 import EC2Instances
 
             found = EC2Instances().find({"tag:Chaos": "true"})
         finally:
             stop()
-            monkeypatch.delenv("CME_EC2_ENDPOINT")
 
     assert endpoint.startswith("http://127.0.0.1:")
     assert sorted(instance.name or "" for instance in found) == [
