@@ -30,5 +30,5 @@ def configure(level: int = logging.INFO) -> None:
     handler.setFormatter(FieldsFormatter())
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("botocore", "urllib3", "apscheduler", "werkzeug", "moto"):
+    for noisy in ("botocore", "urllib3", "apscheduler", "werkzeug", "moto", "pynamodb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
