@@ -57,6 +57,11 @@ class Settings:
     attack_folders: tuple[Path, ...] = field(default_factory=tuple)
     planner_folders: tuple[Path, ...] = field(default_factory=tuple)
     allowed_lateness: timedelta = timedelta(minutes=10)
+    # An executor's lease: one still ``running`` this long after it started is ``failed``
+    # ("lost") by the reaper, its attack's process having died or timed out. The default
+    # is Lambda's maximum timeout, so no attack Lambda that is still alive is ever reaped;
+    # keep it above the attack function's timeout.
+    max_run_time: timedelta = timedelta(seconds=900)
     max_executors_per_plan: int = 500
     list_limit: int = 100
     kill_switch: bool = False
@@ -104,6 +109,7 @@ class Settings:
             attack_folders=folders("CME_ATTACKS_FOLDERS"),
             planner_folders=folders("CME_PLANNERS_FOLDERS"),
             allowed_lateness=timedelta(seconds=int(env.get("CME_ALLOWED_LATENESS_SECONDS", "600"))),
+            max_run_time=timedelta(seconds=int(env.get("CME_MAX_RUN_SECONDS", "900"))),
             max_executors_per_plan=int(env.get("CME_MAX_EXECUTORS_PER_PLAN", "500")),
             list_limit=int(env.get("CME_LIST_LIMIT", "100")),
             kill_switch=is_true(env.get("CME_KILL_SWITCH", "")),

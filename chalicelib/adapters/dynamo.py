@@ -5,7 +5,9 @@ Tables and indexes (all reads on request paths are Queries):
 - plans: hash ``id``; GSI ``by_bucket`` (``bucket`` = pending|executed, ``created``).
 - executors: hash ``id``; GSI ``by_bucket`` (``bucket``, ``next_run_time``) for the
   executor list, GSI ``by_plan`` (``plan_id``, ``plan_order`` = ``<bucket>#<time>``)
-  for a plan's executors and its next pending one.
+  for a plan's executors and its next pending one. ``by_bucket`` also finds running
+  executors that outlived their lease: they are pending, and were claimed no sooner than
+  EARLY_TOLERANCE before their time, so only the pending bucket's past is read.
 
 Status changes are conditional writes in one transaction with the plan's counters, so
 two deliveries of the same executor cannot both claim it and the counts stay exact.
@@ -31,7 +33,13 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain.errors import ExecutorAlreadyRun, ExecutorNotFound, StorageError
-from chalicelib.domain.model import Executor, ExecutorStatus, Plan, StatusCounts
+from chalicelib.domain.model import (
+    EARLY_TOLERANCE,
+    Executor,
+    ExecutorStatus,
+    Plan,
+    StatusCounts,
+)
 from chalicelib.domain.times import from_storage, to_storage
 from chalicelib.settings import Settings
 
@@ -39,6 +47,9 @@ log = logging.getLogger(__name__)
 
 PENDING = "pending"
 EXECUTED = "executed"
+# list_running reads at most this many pages of this many items per call.
+RUNNING_PAGE_SIZE = 200
+RUNNING_MAX_PAGES = 10
 
 
 def _bucket(status: ExecutorStatus) -> str:
@@ -230,6 +241,25 @@ class DynamoStore:
             bucket, scan_index_forward=not executed, limit=limit
         )
         return [self._executor(item) for item in items]
+
+    def list_running(self, started_before: datetime, limit: int) -> list[Executor]:
+        model = self._executors
+        # The range condition keeps the Query to the pending bucket's past: scheduled
+        # executors that are not yet due (the bulk of the bucket) are never read.
+        latest_time = to_storage(started_before + EARLY_TOLERANCE)
+        pages = model.by_bucket.query(
+            PENDING,
+            range_key_condition=model.next_run_time <= latest_time,
+            filter_condition=(model.status == ExecutorStatus.RUNNING.value)
+            & (model.started_at < to_storage(started_before)),
+            page_size=RUNNING_PAGE_SIZE,
+        ).page_iter
+        found: list[Executor] = []
+        for number, page in enumerate(pages, start=1):
+            found.extend(self._executor(model.from_raw_data(raw)) for raw in page.get("Items", []))
+            if len(found) >= limit or number >= RUNNING_MAX_PAGES:
+                break
+        return found[:limit]
 
     def list_plan_executors(self, plan_id: str, limit: int) -> list[Executor]:
         executors = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 
@@ -37,6 +37,12 @@ ALLOWED_TRANSITIONS: dict[ExecutorStatus, frozenset[ExecutorStatus]] = {
         {ExecutorStatus.SUCCEEDED, ExecutorStatus.FAILED, ExecutorStatus.SKIPPED}
     ),
 }
+
+
+# Schedulers fire at or after an executor's time, so a delivery earlier than this is stale
+# and is not run: no executor is ever claimed (``started_at``) sooner than this before its
+# ``next_run_time``. The store relies on it to find running executors by their time.
+EARLY_TOLERANCE = timedelta(seconds=5)
 
 
 def can_transition(source: ExecutorStatus, target: ExecutorStatus) -> bool:

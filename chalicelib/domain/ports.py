@@ -40,6 +40,14 @@ class Store(Protocol):
         """Pending executors of all plans, soonest first; or executed ones, latest first."""
         ...
 
+    def list_running(self, started_before: datetime, limit: int) -> list[Executor]:
+        """Executors still ``running`` that started before ``started_before``.
+
+        At most ``limit``, in order of their time; a Query that reads a bounded number of
+        items, so a caller that wants every one calls again after handling these.
+        """
+        ...
+
     def list_plan_executors(self, plan_id: str, limit: int) -> list[Executor]:
         """One plan's executors by next_run_time."""
         ...

@@ -2,7 +2,9 @@
 
 This is what the attack Lambda and local mode's scheduler both call. The claim is a
 conditional write (``scheduled -> running``), so a duplicate or retried delivery never
-runs an attack twice; a delivery later than the allowed lateness ends ``missed``.
+runs an attack twice; a delivery later than the allowed lateness ends ``missed``. An
+executor still ``running`` after ``max_run_time`` (its process died or timed out) is
+``failed`` as lost by ``reap_lost``, which the reaper Lambda and local mode call.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.domain.errors import UnknownPlugin
-from chalicelib.domain.model import Executor, ExecutorStatus
+from chalicelib.domain.model import EARLY_TOLERANCE, Executor, ExecutorStatus
 from chalicelib.domain.ports import Clock, Store
 from chalicelib.plugins.contract import Attack, AttackContext, AttackFailed, AttackSkipped
 from chalicelib.plugins.registry import PluginSet
@@ -22,9 +24,9 @@ from chalicelib.plugins.registry import PluginSet
 log = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 32_000
-# Schedulers fire at or after the time; anything earlier than this is a stale delivery.
-EARLY_TOLERANCE = timedelta(seconds=5)
 MAX_ERROR_CHARS = 2_000
+# How many lost executors one reap_lost call ends; the next call takes the rest.
+REAP_BATCH = 100
 
 
 def _storable(result: Any) -> Any:
@@ -51,6 +53,7 @@ class ExecutorRunner:
     clock: Clock
     allowed_lateness: timedelta
     kill_switch: bool = False
+    max_run_time: timedelta = timedelta(seconds=900)
 
     def run(self, executor_id: str) -> Executor | None:
         """Run the executor once; returns it as recorded, or None if it does not exist."""
@@ -77,6 +80,32 @@ class ExecutorRunner:
             log.info("executor claimed by another delivery; not run", extra=fields)
             return self.store.get_executor(executor_id)
         return self._attack(executor)
+
+    def reap_lost(self) -> int:
+        """End every executor running longer than ``max_run_time`` as failed ("lost").
+
+        Its attack's process died or timed out before recording an outcome, so nothing
+        else would ever end it and its plan would stay pending. The change is conditional
+        on the executor still being ``running``: an attack that finishes at the same
+        moment keeps its own outcome. Returns how many executors were ended.
+        """
+        now = self.clock.now()
+        reaped = 0
+        for executor in self.store.list_running(now - self.max_run_time, limit=REAP_BATCH):
+            fields = {"executor_id": executor.id, "plan_id": executor.plan_id}
+            started = executor.started_at or executor.next_run_time
+            error = (
+                f"lost: still running {int((now - started).total_seconds())} s after it "
+                "started (the attack's process died or timed out); its outcome is unknown"
+            )
+            if self.store.transition(
+                executor, ExecutorStatus.FAILED, {"finished_at": now, "error": error}
+            ):
+                reaped += 1
+                log.warning("executor failed: %s", error, extra=fields)
+            else:
+                log.info("executor finished while it was being reaped; not lost", extra=fields)
+        return reaped
 
     def _refusal(self, executor: Executor, now: datetime) -> tuple[ExecutorStatus, str] | None:
         """Why this delivery must not run the attack at all, if it must not."""
