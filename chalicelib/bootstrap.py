@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from chalicelib.adapters.clock import SystemClock
 from chalicelib.domain.ports import Clock, Scheduler, Store
@@ -52,6 +53,7 @@ def build_engine(
         clock=clock,
         allowed_lateness=settings.allowed_lateness,
         kill_switch=settings.kill_switch,
+        max_run_time=settings.max_run_time,
     )
     scheduler = scheduler_factory(runner)
     plans = PlanService(
@@ -70,8 +72,13 @@ def build_engine(
     return Engine(settings, attacks, planners, plans, executors, runner, store, scheduler)
 
 
-def build_local_engine(settings: Settings, clock: Clock | None = None) -> Engine:
-    """Local mode: DynamoDB tables in moto (started by the caller) and APScheduler."""
+def build_local_engine(
+    settings: Settings, clock: Clock | None = None, reap_every: timedelta = timedelta(seconds=60)
+) -> Engine:
+    """Local mode: DynamoDB tables in moto (started by the caller) and APScheduler.
+
+    The scheduler also reaps lost executors every ``reap_every`` once started.
+    """
     from chalicelib.adapters.dynamo import DynamoStore
     from chalicelib.adapters.local_scheduler import LocalScheduler
 
@@ -79,7 +86,9 @@ def build_local_engine(settings: Settings, clock: Clock | None = None) -> Engine
     store.create_tables()
 
     def local_scheduler(runner: ExecutorRunner) -> Scheduler:
-        return LocalScheduler(runner.run, settings.timezone)
+        return LocalScheduler(
+            runner.run, settings.timezone, reap=runner.reap_lost, reap_every=reap_every
+        )
 
     return build_engine(settings, store, local_scheduler, clock)
 

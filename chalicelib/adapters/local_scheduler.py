@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from datetime import tzinfo
+from datetime import timedelta, tzinfo
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -14,16 +14,29 @@ from chalicelib.domain.model import Executor
 
 log = logging.getLogger(__name__)
 
+# The id of the reaper's job, which is no executor's.
+REAPER_JOB = "cme-reaper"
+
 
 class LocalScheduler:
     """One date job per executor, calling ``run_executor(executor_id)`` at its time.
 
     Jobs run however late they fire (no misfire grace): the runner itself decides
-    whether a late delivery is ``missed``, exactly as the attack Lambda does.
+    whether a late delivery is ``missed``, exactly as the attack Lambda does. Given
+    ``reap``, it also calls it every ``reap_every`` once started, as the reaper Lambda's
+    schedule does in AWS.
     """
 
-    def __init__(self, run_executor: Callable[[str], object], timezone: tzinfo) -> None:
+    def __init__(
+        self,
+        run_executor: Callable[[str], object],
+        timezone: tzinfo,
+        reap: Callable[[], object] | None = None,
+        reap_every: timedelta = timedelta(seconds=60),
+    ) -> None:
         self._run_executor = run_executor
+        self._reap = reap
+        self._reap_every = reap_every
         self._scheduler = BackgroundScheduler(
             timezone=timezone,
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
@@ -31,6 +44,15 @@ class LocalScheduler:
 
     def start(self) -> None:
         if not self._scheduler.running:
+            if self._reap is not None:
+                self._scheduler.add_job(
+                    self._run_reaper,
+                    trigger="interval",
+                    seconds=self._reap_every.total_seconds(),
+                    id=REAPER_JOB,
+                    name="reap lost executors",
+                    replace_existing=True,
+                )
             self._scheduler.start()
 
     def shutdown(self) -> None:
@@ -63,10 +85,18 @@ class LocalScheduler:
                 self._scheduler.remove_job(executor_id)
 
     def scheduled_ids(self) -> list[str]:
-        return [job.id for job in self._scheduler.get_jobs()]
+        return [job.id for job in self._scheduler.get_jobs() if job.id != REAPER_JOB]
 
     def _run(self, executor_id: str) -> None:
         try:
             self._run_executor(executor_id)
         except Exception:  # the scheduler thread must survive any failure
             log.exception("executor run failed", extra={"executor_id": executor_id})
+
+    def _run_reaper(self) -> None:
+        if self._reap is None:
+            return
+        try:
+            self._reap()
+        except Exception:  # the scheduler thread must survive any failure
+            log.exception("reaping lost executors failed")
