@@ -1,11 +1,11 @@
-"""Chalice app: the v1 HAL API and the attack Lambda. It only wires."""
+"""Chalice app: the v1 HAL API, the attack Lambda and the reaper Lambda. It only wires."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from chalice.app import Chalice
+from chalice.app import Chalice, CloudWatchEvent
 
 from chalicelib.api.auth import bearer_token_required, protect_routes
 from chalicelib.api.context import engine_of
@@ -36,3 +36,13 @@ def attack(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "executor_id": executor_id,
         "status": executor.status.value if executor else "unknown",
     }
+
+
+@app.schedule("rate(5 minutes)", name="reaper")
+def reaper(event: CloudWatchEvent) -> dict[str, Any]:
+    """End as failed ("lost") the executors whose attack Lambda died or timed out.
+
+    An executor still ``running`` longer than CME_MAX_RUN_SECONDS after it started would
+    otherwise stay running, and its plan pending, forever.
+    """
+    return {"reaped": engine_of(app).runner.reap_lost()}

@@ -122,8 +122,15 @@ def test_functions_follow_chalice_deploy_naming_and_get_exact_arns(template: dic
     resources = template["Resources"]
     api = resources["APIHandler"]["Properties"]
     attack = resources["Attack"]["Properties"]
+    reaper = resources["Reaper"]["Properties"]
     assert api["FunctionName"] == {"Fn::Sub": "chaos-monkey-engine-${Stage}"}
     assert attack["FunctionName"] == {"Fn::Sub": "chaos-monkey-engine-${Stage}-attack"}
+    assert reaper["FunctionName"] == {"Fn::Sub": "chaos-monkey-engine-${Stage}-reaper"}
+    for function in (api, attack, reaper):
+        variables = function["Environment"]["Variables"]
+        assert variables["CME_EXECUTORS_TABLE"] == {"Ref": "ExecutorsTable"}
+        assert variables["CME_PLANS_TABLE"] == {"Ref": "PlansTable"}
+        assert variables["CME_MAX_RUN_SECONDS"] == "900"
     variables = api["Environment"]["Variables"]
     assert variables["CME_ATTACK_FUNCTION_ARN"] == {"Fn::GetAtt": ["Attack", "Arn"]}
     assert variables["CME_SCHEDULER_ROLE_ARN"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
@@ -136,7 +143,7 @@ def test_functions_follow_chalice_deploy_naming_and_get_exact_arns(template: dic
 
 def test_no_statement_grants_everything(template: dict[str, Any]):
     roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
-    assert len(roles) == 3  # the two functions' and the scheduler's
+    assert len(roles) == 4  # the three functions' and the scheduler's
     for role in roles:
         for statement in statements(role):
             actions = as_list(statement["Action"])
@@ -186,6 +193,38 @@ def test_the_scheduler_role_is_for_this_account_and_invokes_only_the_attack(
     assert granted["sqs:SendMessage"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
 
 
+def test_the_reaper_runs_every_five_minutes_and_may_only_find_and_end_executors(
+    template: dict[str, Any],
+):
+    reaper = template["Resources"]["Reaper"]["Properties"]
+    assert reaper["Handler"] == "app.reaper"
+    (event,) = reaper["Events"].values()
+    assert event == {"Type": "Schedule", "Properties": {"Schedule": "rate(5 minutes)"}}
+    by_sid = {s["Sid"]: s for s in statements(template["Resources"]["ReaperRole"])}
+    assert set(by_sid) == {"OwnLogs", "FindRunningExecutors", "EndLostExecutors"}
+    assert all(
+        "chaos-monkey-engine-${Stage}-reaper" in resource["Fn::Sub"]
+        for resource in by_sid["OwnLogs"]["Resource"]
+    )
+    assert by_sid["FindRunningExecutors"]["Action"] == ["dynamodb:Query"]
+    assert by_sid["FindRunningExecutors"]["Resource"] == {
+        "Fn::Sub": "${ExecutorsTable.Arn}/index/by_bucket"
+    }
+    assert by_sid["EndLostExecutors"]["Action"] == ["dynamodb:UpdateItem"]
+    assert by_sid["EndLostExecutors"]["Resource"] == [
+        {"Fn::GetAtt": ["ExecutorsTable", "Arn"]},
+        {"Fn::GetAtt": ["PlansTable", "Arn"]},
+    ]
+    alarmed = [
+        alarm["Properties"]["Dimensions"]
+        for alarm in template["Resources"].values()
+        if alarm["Type"] == "AWS::CloudWatch::Alarm"
+        and alarm["Properties"]["MetricName"] == "Errors"
+    ]
+    reaper_name = {"Fn::Sub": "chaos-monkey-engine-${Stage}-reaper"}
+    assert [{"Name": "FunctionName", "Value": reaper_name}] in alarmed
+
+
 def test_storage_and_queue_are_durable_and_encrypted(template: dict[str, Any]):
     resources = template["Resources"]
     for name in ("PlansTable", "ExecutorsTable"):
@@ -232,7 +271,8 @@ def test_the_tables_match_what_the_store_creates(template: dict[str, Any], aws: 
 
 
 @pytest.mark.parametrize(
-    ("role", "function"), [("ApiHandlerRole", "api"), ("AttackRole", "attack")]
+    ("role", "function"),
+    [("ApiHandlerRole", "api"), ("AttackRole", "attack"), ("ReaperRole", "reaper")],
 )
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_chalice_deploy_policies_grant_what_the_package_grants(
