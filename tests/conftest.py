@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Iterator
@@ -27,6 +28,56 @@ for _variable in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE
     os.environ.pop(_variable, None)
 
 from moto import mock_aws  # noqa: E402
+
+# Tests talk only to this machine and to the hosts of networks they create (the SSH lab
+# registers its own). Anything else — a real AWS endpoint, the metadata address, a DNS
+# lookup of a public name — fails the test at once instead of leaving the machine.
+LAB_NETWORKS: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _is_allowed_host(host: object) -> bool:
+    if not isinstance(host, str):
+        return False
+    if host in ("localhost", ""):
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return address.is_loopback or any(address in network for network in LAB_NETWORKS)
+
+
+def _check(address: object) -> None:
+    if isinstance(address, tuple) and address and not _is_allowed_host(address[0]):
+        raise OSError(f"tests may not reach {address[0]!r}: only loopback and lab networks")
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _check(address)
+    return _real_connect(self, address)  # type: ignore[arg-type]
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _check(address)
+    return _real_connect_ex(self, address)  # type: ignore[arg-type]
+
+
+def _guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+    if host is not None and not _is_allowed_host(
+        host.decode() if isinstance(host, bytes) else host
+    ):
+        raise OSError(f"tests may not resolve {host!r}: only loopback and lab networks")
+    return _real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign,assignment]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign,assignment]
+socket.getaddrinfo = _guarded_getaddrinfo  # type: ignore[assignment]
 
 from chalicelib.bootstrap import Engine, build_engine  # noqa: E402
 from chalicelib.settings import Settings  # noqa: E402

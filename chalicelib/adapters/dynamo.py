@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 PENDING = "pending"
 EXECUTED = "executed"
-# list_running reads at most this many pages of this many items per call.
+# list_running and list_undelivered read at most this many pages of this many items.
 RUNNING_PAGE_SIZE = 200
 RUNNING_MAX_PAGES = 10
 
@@ -244,14 +244,29 @@ class DynamoStore:
 
     def list_running(self, started_before: datetime, limit: int) -> list[Executor]:
         model = self._executors
-        # The range condition keeps the Query to the pending bucket's past: scheduled
-        # executors that are not yet due (the bulk of the bucket) are never read.
-        latest_time = to_storage(started_before + EARLY_TOLERANCE)
+        return self._pending_due(
+            # A claim never happens more than EARLY_TOLERANCE before the executor's time.
+            started_before + EARLY_TOLERANCE,
+            (model.status == ExecutorStatus.RUNNING.value)
+            & (model.started_at < to_storage(started_before)),
+            limit,
+        )
+
+    def list_undelivered(self, due_before: datetime, limit: int) -> list[Executor]:
+        model = self._executors
+        return self._pending_due(due_before, model.status == ExecutorStatus.SCHEDULED.value, limit)
+
+    def _pending_due(self, due_before: datetime, condition: Any, limit: int) -> list[Executor]:
+        """Pending executors due before ``due_before`` that meet ``condition``, bounded.
+
+        The range condition keeps the Query to the pending bucket's past: executors that
+        are not yet due (the bulk of the bucket) are never read.
+        """
+        model = self._executors
         pages = model.by_bucket.query(
             PENDING,
-            range_key_condition=model.next_run_time <= latest_time,
-            filter_condition=(model.status == ExecutorStatus.RUNNING.value)
-            & (model.started_at < to_storage(started_before)),
+            range_key_condition=model.next_run_time <= to_storage(due_before),
+            filter_condition=condition,
             page_size=RUNNING_PAGE_SIZE,
         ).page_iter
         found: list[Executor] = []

@@ -56,8 +56,13 @@ class LocalScheduler:
             self._scheduler.start()
 
     def shutdown(self) -> None:
+        """Stop firing and wait for runs in progress to record their outcome.
+
+        Waiting matters: local mode stops moto after this, and a run still going would
+        then send its storage calls to the real AWS endpoints.
+        """
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.shutdown(wait=True)
 
     def create(self, executors: Sequence[Executor]) -> None:
         for executor in executors:

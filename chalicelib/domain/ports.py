@@ -48,6 +48,10 @@ class Store(Protocol):
         """
         ...
 
+    def list_undelivered(self, due_before: datetime, limit: int) -> list[Executor]:
+        """Executors still ``scheduled`` whose time is before ``due_before``; bounded alike."""
+        ...
+
     def list_plan_executors(self, plan_id: str, limit: int) -> list[Executor]:
         """One plan's executors by next_run_time."""
         ...

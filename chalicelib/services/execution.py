@@ -27,6 +27,8 @@ MAX_RESULT_BYTES = 32_000
 MAX_ERROR_CHARS = 2_000
 # How many lost executors one reap_lost call ends; the next call takes the rest.
 REAP_BATCH = 100
+# How long after the allowed lateness a never-delivered executor is declared missed.
+UNDELIVERED_MARGIN = timedelta(minutes=1)
 
 
 def _storable(result: Any) -> Any:
@@ -82,30 +84,45 @@ class ExecutorRunner:
         return self._attack(executor)
 
     def reap_lost(self) -> int:
-        """End every executor running longer than ``max_run_time`` as failed ("lost").
+        """End the executors nothing else will ever end; returns how many it ended.
 
-        Its attack's process died or timed out before recording an outcome, so nothing
-        else would ever end it and its plan would stay pending. The change is conditional
-        on the executor still being ``running``: an attack that finishes at the same
-        moment keeps its own outcome. Returns how many executors were ended.
+        - Running longer than ``max_run_time``: failed ("lost"). The attack's process died
+          or timed out before recording an outcome.
+        - Still scheduled more than the allowed lateness (plus a minute) after their time:
+          missed. Their schedule never delivered them (dead-lettered, or deleted by hand);
+          a delivery now would be refused as late anyway.
+
+        Each change is conditional on the executor's status, so an attack that finishes,
+        or a delivery that arrives, at the same moment keeps its own outcome.
         """
         now = self.clock.now()
         reaped = 0
         for executor in self.store.list_running(now - self.max_run_time, limit=REAP_BATCH):
-            fields = {"executor_id": executor.id, "plan_id": executor.plan_id}
             started = executor.started_at or executor.next_run_time
             error = (
                 f"lost: still running {int((now - started).total_seconds())} s after it "
                 "started (the attack's process died or timed out); its outcome is unknown"
             )
-            if self.store.transition(
-                executor, ExecutorStatus.FAILED, {"finished_at": now, "error": error}
-            ):
-                reaped += 1
-                log.warning("executor failed: %s", error, extra=fields)
-            else:
-                log.info("executor finished while it was being reaped; not lost", extra=fields)
+            reaped += self._reap(executor, ExecutorStatus.FAILED, {"error": error}, now)
+        due_before = now - self.allowed_lateness - UNDELIVERED_MARGIN
+        for executor in self.store.list_undelivered(due_before, limit=REAP_BATCH):
+            overdue = int((now - executor.next_run_time).total_seconds())
+            reason = (
+                f"never delivered: still scheduled {overdue} s after its time "
+                "(its schedule did not run it); the attack did not run"
+            )
+            reaped += self._reap(executor, ExecutorStatus.MISSED, {"reason": reason}, now)
         return reaped
+
+    def _reap(
+        self, executor: Executor, status: ExecutorStatus, changes: dict[str, Any], now: datetime
+    ) -> int:
+        fields = {"executor_id": executor.id, "plan_id": executor.plan_id}
+        if self.store.transition(executor, status, {"finished_at": now, **changes}):
+            log.warning("executor %s: %s", status.value, next(iter(changes.values())), extra=fields)
+            return 1
+        log.info("executor changed while it was being reaped; left as it is", extra=fields)
+        return 0
 
     def _refusal(self, executor: Executor, now: datetime) -> tuple[ExecutorStatus, str] | None:
         """Why this delivery must not run the attack at all, if it must not."""

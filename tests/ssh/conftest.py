@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from chalicelib.plugins.contract import Attack, AttackContext
 from chalicelib.plugins.registry import PluginSet, load_plugins
 from chalicelib.settings import builtin_folder
+from tests.conftest import LAB_NETWORKS
 
 SSHD = "/usr/sbin/sshd"
 HOSTS = 3
@@ -234,6 +235,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         pytest.skip(reason)
     suffix = secrets.token_hex(3)
     network = _free_subnet()
+    LAB_NETWORKS.append(network)  # the only non-loopback addresses tests may reach
     addresses = list(network.hosts())
     gateway = str(addresses[0])
     bridge = f"cmeb{suffix}"

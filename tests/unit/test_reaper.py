@@ -126,7 +126,7 @@ def test_a_running_executor_within_its_lease_is_untouched(
     assert plan is not None and not plan.executed
 
 
-def test_scheduled_and_finished_executors_are_untouched(
+def test_finished_executors_are_untouched_and_never_delivered_ones_end_missed(
     engine: Engine, clock: FixedClock, scripted: Any
 ) -> None:
     finished, overdue, future = planned(engine, times=3)
@@ -134,15 +134,25 @@ def test_scheduled_and_finished_executors_are_untouched(
 
     clock.current = finished.next_run_time
     engine.runner.run(finished.id)
-    # Hours after all of them: the two never delivered are overdue, yet were never
-    # started, so they are not the reaper's business.
-    clock.current = future.next_run_time + timedelta(hours=5)
-
+    # Within the allowed lateness and its margin a delivery may still come: untouched.
+    margin = engine.settings.allowed_lateness + timedelta(minutes=1)
+    clock.current = overdue.next_run_time + margin - timedelta(seconds=1)
     assert engine.runner.reap_lost() == 0
+    assert stored(engine, overdue.id).status is ExecutorStatus.SCHEDULED
+
+    # Hours after all of them: the two never delivered will never run; they end missed.
+    clock.current = future.next_run_time + timedelta(hours=5)
+    assert engine.runner.reap_lost() == 2
     assert stored(engine, finished.id).status is ExecutorStatus.SUCCEEDED
     assert stored(engine, finished.id).error is None
-    assert stored(engine, overdue.id).status is ExecutorStatus.SCHEDULED
-    assert stored(engine, future.id).status is ExecutorStatus.SCHEDULED
+    for executor in (overdue, future):
+        ended = stored(engine, executor.id)
+        assert ended.status is ExecutorStatus.MISSED
+        assert ended.reason is not None and ended.reason.startswith("never delivered")
+    plan = engine.store.get_plan(finished.plan_id)
+    assert plan is not None and plan.executed
+    assert plan.counts.as_dict()["missed"] == 2
+    assert scripted.RUNS == [] or len(scripted.RUNS) == 1
 
 
 def test_only_executors_past_their_lease_are_reaped(engine: Engine, clock: FixedClock) -> None:
