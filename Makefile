@@ -32,7 +32,8 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest
 
-test: system-deps install lint typecheck pytest lint-infra
+# pytest last, so that its summary closes the output.
+test: system-deps install lint typecheck lint-infra pytest
 
 # The deployed path (docs/deploy.md): one CloudFormation stack per stage.
 STAGE ?= dev
