@@ -98,6 +98,20 @@ def node_schema() -> dict[str, Any]:
     }
 
 
+def node_example(ref: str) -> dict[str, Any]:
+    """An example plan attack for ``ref``: a GCE project, secrets by reference."""
+    return {
+        "ref": ref,
+        "args": {
+            "provider": "gce",
+            "key": {"env": "GCE_SERVICE_ACCOUNT"},
+            "secret": {"secretsmanager": "chaos/gce-key", "key": "private_key"},
+            "driver_args": {"project": "my-project", "datacenter": "europe-west1-b"},
+            "name_pattern": "web-*",
+        },
+    }
+
+
 class NodeAttack(Attack):
     """Find nodes of a Libcloud provider by name pattern and filters; ``action`` one of them.
 

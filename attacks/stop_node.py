@@ -9,21 +9,11 @@ class StopNode(_node_attack.NodeAttack):
     """Stop one node, at random, among the provider's nodes matching ``name_pattern``.
 
     ``provider`` is a Libcloud compute provider name; ``key``, ``secret`` and the
-    secret-looking ``driver_args`` are secret references (``{"env": ...}``,
-    ``{"ssm": ...}``, ``{"secretsmanager": ...}``), never inline values. ``filters``
-    are passed to the provider when its driver supports them.
+    secret-looking ``driver_args`` are secret references, never inline values;
+    ``filters`` are passed to the provider when its driver supports them.
     """
 
     ref = "stop_node:StopNode"
     action = "stop"
     schema = _node_attack.node_schema()
-    example = {
-        "ref": ref,
-        "args": {
-            "provider": "gce",
-            "key": {"env": "GCE_SERVICE_ACCOUNT"},
-            "secret": {"secretsmanager": "chaos/gce-key", "key": "private_key"},
-            "driver_args": {"project": "my-project", "datacenter": "europe-west1-b"},
-            "name_pattern": "web-*",
-        },
-    }
+    example = _node_attack.node_example(ref)
