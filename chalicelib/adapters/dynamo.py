@@ -39,6 +39,7 @@ from chalicelib.domain.model import (
     ExecutorStatus,
     Plan,
     StatusCounts,
+    can_transition,
 )
 from chalicelib.domain.times import from_storage, to_storage
 from chalicelib.settings import Settings
@@ -338,6 +339,8 @@ class DynamoStore:
     ) -> bool:
         model = self._executors
         source = executor.status
+        if not can_transition(source, target):
+            raise ValueError(f"an executor cannot go from {source.value} to {target.value}")
         actions = [model.status.set(target.value)]
         if target.is_terminal:
             stamp = to_storage(executor.next_run_time)

@@ -44,13 +44,12 @@ def to_api(moment: datetime | None, zone: tzinfo) -> str | None:
     return moment.astimezone(zone).replace(microsecond=0).isoformat()
 
 
-def whole_seconds(moment: datetime) -> datetime:
-    """Scheduler expressions have one-second resolution; so do our executors."""
-    return moment.replace(microsecond=0)
+def ceil_to_second(moment: datetime) -> datetime:
+    """Scheduler expressions have one-second resolution; never round into the past."""
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+    return moment
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-ONE_SECOND = timedelta(seconds=1)

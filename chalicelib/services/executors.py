@@ -17,8 +17,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.model import Executor, ExecutorStatus
 from chalicelib.domain.ports import Clock, Scheduler, Store
-from chalicelib.domain.times import parse_datetime
-from chalicelib.services.plans import _ceil_second
+from chalicelib.domain.times import ceil_to_second, parse_datetime
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class ExecutorService:
         args = trigger.get("args")
         if not isinstance(args, dict) or "date" not in args:
             raise InvalidDate(None, "args.date is required")
-        run_at = _ceil_second(parse_datetime(args["date"], self.timezone))
+        run_at = ceil_to_second(parse_datetime(args["date"], self.timezone))
         if run_at <= self.clock.now():
             raise InvalidRequest(f"date {args['date']!r} is in the past")
         current = self.get(executor_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 from chalicelib.domain.errors import (
@@ -17,6 +17,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.model import Executor, Plan, ProposedExecutor
 from chalicelib.domain.ports import Clock, Scheduler, Store
+from chalicelib.domain.times import ceil_to_second
 from chalicelib.plugins.contract import Attack, Planner
 from chalicelib.plugins.registry import PluginSet
 from chalicelib.plugins.validation import validate
@@ -50,13 +51,6 @@ class PlanView:
     plan: Plan
     next_execution: datetime | None
     executors: list[Executor] | None = None
-
-
-def _ceil_second(moment: datetime) -> datetime:
-    """Scheduler expressions have one-second resolution; never round into the past."""
-    if moment.microsecond:
-        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
-    return moment
 
 
 @dataclass
@@ -93,7 +87,7 @@ class PlanService:
                 id=uuid.uuid4().hex,
                 plan_id=plan.id,
                 name=proposal.name,
-                next_run_time=_ceil_second(proposal.run_at),
+                next_run_time=ceil_to_second(proposal.run_at),
                 attack=proposal.attack,
                 dry_run=plan.dry_run,
             )
