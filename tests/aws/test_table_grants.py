@@ -1,0 +1,121 @@
+"""The API and attack functions' policies grant exactly the DynamoDB calls they make."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from chalicelib.bootstrap import Engine
+from tests.aws.test_reaper_lambda import ROOT, authorized_calls, dev_engine, granted
+from tests.conftest import FixedClock
+
+__all__ = ["dev_engine"]  # a fixture this module uses
+
+TABLE_ACTIONS = {
+    "dynamodb:BatchWriteItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:UpdateItem",
+}
+
+
+@contextmanager
+def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[tuple[str, str]]]:
+    """Every (IAM action, resource) pair the DynamoDB calls inside the block need."""
+    from pynamodb.connection.base import Connection
+
+    needed: set[tuple[str, str]] = set()
+    real_call = Connection._make_api_call
+
+    def recording(self: Connection, operation: str, request: dict[str, Any]) -> Any:
+        if operation == "BatchWriteItem":
+            for table in request["RequestItems"]:
+                needed.update(authorized_calls(operation, {"TableName": table}))
+        else:
+            needed.update(authorized_calls(operation, json.loads(json.dumps(request))))
+        return real_call(self, operation, request)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Connection, "_make_api_call", recording)
+        yield needed
+
+
+def policy(name: str) -> dict[str, Any]:
+    return dict(json.loads((ROOT / ".chalice" / f"policy-{name}-dev.json").read_text()))
+
+
+def table_actions_granted(document: dict[str, Any]) -> set[str]:
+    actions: set[str] = set()
+    for statement in document["Statement"]:
+        listed = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        actions.update(action for action in listed if action.startswith("dynamodb:"))
+    return actions
+
+
+def test_every_route_and_the_attack_lambda_are_granted_what_they_call_and_no_more(
+    chalice_app: Any, dev_engine: Engine, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = {
+        "name": "grants",
+        "attack": {
+            "ref": "api_request:ApiRequest",
+            "args": {"endpoint": "http://127.0.0.1:9/", "method": "GET"},
+        },
+        "planner": {
+            "ref": "simple_planner:SimplePlanner",
+            "args": {"min_time": "11:00", "max_time": "12:00", "times": 3},
+        },
+    }
+    with Client(chalice_app) as client, recorded(monkeypatch) as api_needs:
+        answer = client.http.post(
+            "/api/1/plans",
+            body=json.dumps(plan).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        created = json.loads(answer.body)
+        assert answer.status_code == 200, created
+        plan_id = created["id"]
+        executors = json.loads(client.http.get(f"/api/1/plans/{plan_id}").body)["_embedded"]
+        first, second, third = (e["id"] for e in executors["executors"])
+        for path in (
+            "/api/1/plans?all=true",
+            "/api/1/executors",
+            "/api/1/executors?executed=1",
+            f"/api/1/executors/{first}",
+        ):
+            assert client.http.get(path).status_code == 200
+        moved = {"type": "date", "args": {"date": "2026-12-01T13:00"}}
+        assert (
+            client.http.put(
+                f"/api/1/executors/{second}",
+                body=json.dumps(moved).encode(),
+                headers={"Content-Type": "application/json"},
+            ).status_code
+            == 200
+        )
+        assert client.http.delete(f"/api/1/executors/{third}").status_code == 200
+
+    clock.current = dev_engine.executors.get(first).next_run_time
+    with Client(chalice_app) as client, recorded(monkeypatch) as attack_needs:
+        client.lambda_.invoke("attack", {"executor_id": first})
+    assert dev_engine.executors.get(first).executed
+
+    with Client(chalice_app) as client, recorded(monkeypatch) as delete_needs:
+        assert client.http.delete(f"/api/1/plans/{plan_id}").status_code == 200
+
+    for name, needs in (("api", api_needs | delete_needs), ("attack", attack_needs)):
+        document = policy(name)
+        for action, resource in sorted(needs):
+            assert granted(document, action, resource), f"{name}: {action} on {resource}"
+        # Nothing granted on the tables that the function never calls.
+        assert table_actions_granted(document) == {action for action, _ in needs}, name
+    assert {action for action, _ in api_needs | delete_needs} == TABLE_ACTIONS
