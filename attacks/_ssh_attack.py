@@ -306,26 +306,38 @@ def _why(outcome: ScriptOutcome) -> str:
     return f"{outcome.target.label}: exit code {outcome.exit_code}{detail}"
 
 
+MAX_DURATION = 3600
+INTERFACE_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,15}$"}
+
+
 class SshScriptAttack(Attack):
     """A SimianArmy chaos type: one bundled script, run with its arguments as environment.
 
-    Subclasses name ``script`` and map their arguments to the script's environment in
-    ``environment``; the script applies the fault and leaves a detached reverter on the
-    host that undoes it after ``duration`` seconds without the engine.
+    Subclasses name ``script``, build ``schema`` with ``fault_schema`` and ``example`` with
+    ``fault_example``, and map their own arguments to the script's environment in
+    ``fault_environment``; ``duration`` (``CME_DURATION``) is handled here. The script
+    applies the fault and leaves a detached reverter on the host that undoes it after
+    ``duration`` seconds without the engine.
     """
 
     script: ClassVar[str] = ""
+    default_duration: ClassVar[int] = 60
     supports_dry_run = True
 
+    def fault_environment(self, args: dict[str, Any]) -> dict[str, str]:
+        """The script's environment for this chaos type's own arguments (none by default)."""
+        return {}
+
     def environment(self, args: dict[str, Any]) -> dict[str, str]:
-        raise NotImplementedError
+        duration = args.get("duration", self.default_duration)
+        return {"CME_DURATION": str(duration), **self.fault_environment(args)}
 
     def run(self) -> dict[str, Any]:
         args = self.attack_config
         name, text = bundled_script(self.script)
         env = self.environment(args)
         summary = {
-            "duration": int(args.get("duration", DEFAULT_DURATION)),
+            "duration": int(env["CME_DURATION"]),
             "parameters": {key.removeprefix("CME_").lower(): value for key, value in env.items()},
         }
         return run_script_everywhere(
@@ -333,6 +345,22 @@ class SshScriptAttack(Attack):
         )
 
 
-DEFAULT_DURATION = 60
-MAX_DURATION = 3600
-DURATION_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_DURATION}
+def fault_schema(
+    properties: dict[str, Any], required: list[str], minimum_duration: int = 1
+) -> dict[str, Any]:
+    """``attack_schema`` for a chaos type: its own arguments plus ``duration``."""
+    duration = {"type": "integer", "minimum": minimum_duration, "maximum": MAX_DURATION}
+    return attack_schema({"duration": duration, **properties}, required=required)
+
+
+def fault_example(ref: str, duration: int = 60, **args: Any) -> dict[str, Any]:
+    """An example plan attack for a chaos type: tagged EC2 targets, a key from SSM."""
+    return {
+        "ref": ref,
+        "args": {
+            "filters": {"tag:Chaos": "true"},
+            "ssh": EXAMPLE_SSH,
+            "duration": duration,
+            **args,
+        },
+    }

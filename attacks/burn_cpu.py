@@ -16,25 +16,10 @@ class BurnCpu(ssh_attack.SshScriptAttack):
 
     ref = "burn_cpu:BurnCpu"
     script = "burn_cpu.sh"
-    schema = ssh_attack.attack_schema(
-        {
-            "duration": ssh_attack.DURATION_SCHEMA,
-            "cpus": {"type": "integer", "minimum": 0, "maximum": 1024},
-        },
-        required=[],
+    schema = ssh_attack.fault_schema(
+        {"cpus": {"type": "integer", "minimum": 0, "maximum": 1024}}, required=[]
     )
-    example = {
-        "ref": ref,
-        "args": {
-            "filters": {"tag:Chaos": "true"},
-            "ssh": ssh_attack.EXAMPLE_SSH,
-            "duration": 60,
-            "cpus": 0,
-        },
-    }
+    example = ssh_attack.fault_example(ref, cpus=0)
 
-    def environment(self, args: dict[str, Any]) -> dict[str, str]:
-        return {
-            "CME_DURATION": str(args.get("duration", ssh_attack.DEFAULT_DURATION)),
-            "CME_CPUS": str(args.get("cpus", 0)),
-        }
+    def fault_environment(self, args: dict[str, Any]) -> dict[str, str]:
+        return {"CME_CPUS": str(args.get("cpus", 0))}

@@ -16,28 +16,21 @@ class BurnIo(ssh_attack.SshScriptAttack):
 
     ref = "burn_io:BurnIo"
     script = "burn_io.sh"
-    schema = ssh_attack.attack_schema(
+    schema = ssh_attack.fault_schema(
         {
-            "duration": ssh_attack.DURATION_SCHEMA,
             "path": {"type": "string", "pattern": "^/"},
             "size_mb": {"type": "integer", "minimum": 1, "maximum": 10_240},
         },
         required=[],
     )
-    example = {
-        "ref": ref,
-        "args": {
-            "filters": {"tag:Chaos": "true"},
-            "ssh": ssh_attack.EXAMPLE_SSH,
-            "duration": 60,
-            "path": "/var/tmp",  # noqa: S108 - a directory on the target host
-            "size_mb": 256,
-        },
-    }
+    example = ssh_attack.fault_example(
+        ref,
+        path="/var/tmp",  # noqa: S108 - a directory on the target host
+        size_mb=256,
+    )
 
-    def environment(self, args: dict[str, Any]) -> dict[str, str]:
+    def fault_environment(self, args: dict[str, Any]) -> dict[str, str]:
         return {
-            "CME_DURATION": str(args.get("duration", ssh_attack.DEFAULT_DURATION)),
             "CME_PATH": args.get("path", "/tmp"),  # noqa: S108 - a directory on the host
             "CME_SIZE_MB": str(args.get("size_mb", 256)),
         }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import _ssh_attack as ssh_attack
 
 
@@ -13,11 +11,5 @@ class FailDns(ssh_attack.SshScriptAttack):
 
     ref = "fail_dns:FailDns"
     script = "fail_dns.sh"
-    schema = ssh_attack.attack_schema({"duration": ssh_attack.DURATION_SCHEMA}, required=[])
-    example = {
-        "ref": ref,
-        "args": {"filters": {"tag:Chaos": "true"}, "ssh": ssh_attack.EXAMPLE_SSH, "duration": 60},
-    }
-
-    def environment(self, args: dict[str, Any]) -> dict[str, str]:
-        return {"CME_DURATION": str(args.get("duration", ssh_attack.DEFAULT_DURATION))}
+    schema = ssh_attack.fault_schema({}, required=[])
+    example = ssh_attack.fault_example(ref)

@@ -16,30 +16,24 @@ class FillDisk(ssh_attack.SshScriptAttack):
 
     ref = "fill_disk:FillDisk"
     script = "fill_disk.sh"
-    schema = ssh_attack.attack_schema(
+    schema = ssh_attack.fault_schema(
         {
-            "duration": ssh_attack.DURATION_SCHEMA,
             "path": {"type": "string", "pattern": "^/"},
             "size_mb": {"type": "integer", "minimum": 1, "maximum": 1_048_576},
             "keep_free_mb": {"type": "integer", "minimum": 0},
         },
         required=[],
     )
-    example = {
-        "ref": ref,
-        "args": {
-            "filters": {"tag:Chaos": "true"},
-            "ssh": ssh_attack.EXAMPLE_SSH,
-            "duration": 120,
-            "path": "/var/tmp",  # noqa: S108 - a directory on the target host
-            "size_mb": 1024,
-            "keep_free_mb": 100,
-        },
-    }
+    example = ssh_attack.fault_example(
+        ref,
+        duration=120,
+        path="/var/tmp",  # noqa: S108 - a directory on the target host
+        size_mb=1024,
+        keep_free_mb=100,
+    )
 
-    def environment(self, args: dict[str, Any]) -> dict[str, str]:
+    def fault_environment(self, args: dict[str, Any]) -> dict[str, str]:
         return {
-            "CME_DURATION": str(args.get("duration", ssh_attack.DEFAULT_DURATION)),
             "CME_PATH": args.get("path", "/tmp"),  # noqa: S108 - a directory on the host
             "CME_SIZE_MB": str(args.get("size_mb", 512)),
             "CME_KEEP_FREE_MB": str(args.get("keep_free_mb", 100)),

@@ -16,29 +16,20 @@ class KillProcesses(ssh_attack.SshScriptAttack):
 
     ref = "kill_processes:KillProcesses"
     script = "kill_processes.sh"
-    schema = ssh_attack.attack_schema(
+    default_duration = 0
+    schema = ssh_attack.fault_schema(
         {
-            "duration": {"type": "integer", "minimum": 0, "maximum": ssh_attack.MAX_DURATION},
             "pattern": {"type": "string", "minLength": 1, "maxLength": 200},
             "full_command_line": {"type": "boolean"},
             "signal": {"type": "string", "enum": SIGNALS},
         },
         required=["pattern"],
+        minimum_duration=0,
     )
-    example = {
-        "ref": ref,
-        "args": {
-            "filters": {"tag:Chaos": "true"},
-            "ssh": ssh_attack.EXAMPLE_SSH,
-            "pattern": "^java$",
-            "signal": "KILL",
-            "duration": 30,
-        },
-    }
+    example = ssh_attack.fault_example(ref, duration=30, pattern="^java$", signal="KILL")
 
-    def environment(self, args: dict[str, Any]) -> dict[str, str]:
+    def fault_environment(self, args: dict[str, Any]) -> dict[str, str]:
         return {
-            "CME_DURATION": str(args.get("duration", 0)),
             "CME_PATTERN": args["pattern"],
             "CME_FULL": "1" if args.get("full_command_line") else "0",
             "CME_SIGNAL": args.get("signal", "KILL"),

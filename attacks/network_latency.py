@@ -17,29 +17,18 @@ class NetworkLatency(ssh_attack.SshScriptAttack):
 
     ref = "network_latency:NetworkLatency"
     script = "network_latency.sh"
-    schema = ssh_attack.attack_schema(
+    schema = ssh_attack.fault_schema(
         {
-            "duration": ssh_attack.DURATION_SCHEMA,
             "delay_ms": {"type": "integer", "minimum": 1, "maximum": 60_000},
             "jitter_ms": {"type": "integer", "minimum": 0, "maximum": 60_000},
-            "interface": {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,15}$"},
+            "interface": ssh_attack.INTERFACE_SCHEMA,
         },
         required=[],
     )
-    example = {
-        "ref": ref,
-        "args": {
-            "filters": {"tag:Chaos": "true"},
-            "ssh": ssh_attack.EXAMPLE_SSH,
-            "duration": 60,
-            "delay_ms": 200,
-            "jitter_ms": 50,
-        },
-    }
+    example = ssh_attack.fault_example(ref, delay_ms=200, jitter_ms=50)
 
-    def environment(self, args: dict[str, Any]) -> dict[str, str]:
+    def fault_environment(self, args: dict[str, Any]) -> dict[str, str]:
         env = {
-            "CME_DURATION": str(args.get("duration", ssh_attack.DEFAULT_DURATION)),
             "CME_DELAY_MS": str(args.get("delay_ms", 200)),
             "CME_JITTER_MS": str(args.get("jitter_ms", 0)),
         }

@@ -14,29 +14,17 @@ class NetworkLoss(ssh_attack.SshScriptAttack):
 
     ref = "network_loss:NetworkLoss"
     script = "network_loss.sh"
-    schema = ssh_attack.attack_schema(
+    schema = ssh_attack.fault_schema(
         {
-            "duration": ssh_attack.DURATION_SCHEMA,
             "percent": {"type": "integer", "minimum": 1, "maximum": 100},
-            "interface": {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,15}$"},
+            "interface": ssh_attack.INTERFACE_SCHEMA,
         },
         required=[],
     )
-    example = {
-        "ref": ref,
-        "args": {
-            "filters": {"tag:Chaos": "true"},
-            "ssh": ssh_attack.EXAMPLE_SSH,
-            "duration": 60,
-            "percent": 10,
-        },
-    }
+    example = ssh_attack.fault_example(ref, percent=10)
 
-    def environment(self, args: dict[str, Any]) -> dict[str, str]:
-        env = {
-            "CME_DURATION": str(args.get("duration", ssh_attack.DEFAULT_DURATION)),
-            "CME_PERCENT": str(args.get("percent", 10)),
-        }
+    def fault_environment(self, args: dict[str, Any]) -> dict[str, str]:
+        env = {"CME_PERCENT": str(args.get("percent", 10))}
         if args.get("interface"):
             env["CME_INTERFACE"] = args["interface"]
         return env

@@ -19,29 +19,14 @@ class NullRoute(ssh_attack.SshScriptAttack):
 
     ref = "null_route:NullRoute"
     script = "null_route.sh"
-    schema = ssh_attack.attack_schema(
-        {
-            "duration": ssh_attack.DURATION_SCHEMA,
-            "cidr": {"type": "string", "pattern": IPV4_CIDR},
-        },
-        required=["cidr"],
+    schema = ssh_attack.fault_schema(
+        {"cidr": {"type": "string", "pattern": IPV4_CIDR}}, required=["cidr"]
     )
-    example = {
-        "ref": ref,
-        "args": {
-            "filters": {"tag:Chaos": "true"},
-            "ssh": ssh_attack.EXAMPLE_SSH,
-            "duration": 60,
-            "cidr": "10.0.0.0/8",
-        },
-    }
+    example = ssh_attack.fault_example(ref, cidr="10.0.0.0/8")
 
-    def environment(self, args: dict[str, Any]) -> dict[str, str]:
+    def fault_environment(self, args: dict[str, Any]) -> dict[str, str]:
         try:
             network = ipaddress.IPv4Network(args["cidr"], strict=False)
         except ValueError as error:
             raise AttackFailed(f"cidr {args['cidr']!r} is not an IPv4 network: {error}") from None
-        return {
-            "CME_DURATION": str(args.get("duration", ssh_attack.DEFAULT_DURATION)),
-            "CME_CIDR": str(network),
-        }
+        return {"CME_CIDR": str(network)}
