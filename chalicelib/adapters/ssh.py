@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 TAIL_BYTES = 4_000
 _READ_CHUNK = 32_768
+OUTPUT_GRACE_SECONDS = 2.0
 _ENV_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 
 
@@ -343,12 +344,12 @@ class SshRunner:
         try:
             channel.settimeout(0.2)
             channel.exec_command(command)
+            exited_at: float | None = None
             while True:
                 drained = _drain(channel, stdout, stderr)
-                if channel.exit_status_ready() and not drained:
-                    # Output may still be in flight after the status: drain it once more.
-                    while _drain(channel, stdout, stderr):
-                        pass
+                if exited_at is None and channel.exit_status_ready():
+                    exited_at = time.monotonic()
+                if exited_at is not None and not drained and _output_done(channel, exited_at):
                     outcome.exit_code = channel.recv_exit_status()
                     break
                 if time.monotonic() > deadline:
@@ -360,6 +361,19 @@ class SshRunner:
             channel.close()
         outcome.stdout_tail = _tail_text(stdout)
         outcome.stderr_tail = _tail_text(stderr)
+
+
+def _output_done(channel: paramiko.Channel, exited_at: float) -> bool:
+    """After the exit status: is all output in, or has the grace for it run out?
+
+    sshd sends the exit status when the process is reaped, which can be before the last of
+    its stdout and stderr has crossed the wire; the end of output is the channel's EOF or
+    close. A script that leaves a child holding its output open never sends EOF, so the
+    wait for it is bounded by ``OUTPUT_GRACE_SECONDS``.
+    """
+    if channel.eof_received or channel.closed:
+        return not (channel.recv_ready() or channel.recv_stderr_ready())
+    return time.monotonic() - exited_at > OUTPUT_GRACE_SECONDS
 
 
 def _wait(channel: paramiko.Channel) -> None:

@@ -258,6 +258,21 @@ def test_a_script_that_runs_too_long_is_abandoned(lab: Lab, ssh_key_env: None, a
     assert outcome["stdout_tail"] == "started\n"
 
 
+def test_a_child_left_holding_the_output_does_not_hold_the_run(
+    lab: Lab, ssh_key_env: None, attack: Any
+):
+    # The child keeps stdout open, so no EOF comes; the script itself has exited with 0.
+    script = "#!/bin/sh\nsleep 60 &\necho started\nexit 0\n"
+    result = attack(
+        RUN_SCRIPT,
+        {"hosts": [lab.hosts[2].address], "script": script, "timeout": 8, "ssh": lab.ssh()},
+    )
+    (outcome,) = result["targets"]
+    assert not outcome.get("timed_out")
+    assert outcome["exit_code"] == 0
+    assert outcome["stdout_tail"] == "started\n"
+
+
 def test_unreachable_host_is_reported(lab: Lab, ssh_key_env: None, attack: Any):
     nobody = str(lab.network[200])
     with pytest.raises(AttackFailed, match=nobody):
@@ -316,3 +331,23 @@ def test_known_hosts_lines_and_command_quoting() -> None:
         remote_command("/x", {"A;B": "1"})
     with pytest.raises(SshKeyError, match="neither PEM"):
         load_private_key("%%%", "a test reference")
+
+
+def test_output_sent_after_the_exit_status_is_still_collected(
+    lab: Lab, ssh_key_env: None, attack: Any
+):
+    # sshd reports the exit status as soon as the process is reaped; megabytes of output
+    # can still be on their way. The last lines of both streams must be in the result.
+    script = (
+        "#!/bin/sh\nhead -c 6000000 /dev/zero | tr '\\0' 'x'\necho\necho 'last of stdout'\n"
+        "head -c 3000000 /dev/zero | tr '\\0' 'y' >&2\necho >&2\necho 'last of stderr' >&2\n"
+        "exit 4\n"
+    )
+    for _ in range(3):
+        with pytest.raises(AttackFailed, match="exit code 4: last of stderr") as raised:
+            attack(
+                RUN_SCRIPT, {"hosts": [lab.hosts[2].address], "script": script, "ssh": lab.ssh()}
+            )
+        (outcome,) = raised.value.result["targets"]
+        assert outcome["stdout_tail"].endswith("\nlast of stdout\n")
+        assert outcome["stderr_tail"].endswith("\nlast of stderr\n")
