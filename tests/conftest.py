@@ -12,17 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.local.fake_aws import FAKE_AWS
+
 # Before anything imports boto3: nothing in the tests may reach real AWS or the
 # instance metadata address.
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "eu-west-1",
-    "AWS_REGION": "eu-west-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 os.environ.update(FAKE_AWS)
 for _variable in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
     os.environ.pop(_variable, None)

@@ -12,17 +12,8 @@ from pathlib import Path
 from types import FrameType
 
 from chalicelib.local import targets as local_targets
+from chalicelib.local.fake_aws import FAKE_AWS
 from chalicelib.settings import Settings, load_timezone
-
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "eu-west-1",
-    "AWS_REGION": "eu-west-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 
 
 class UsageError(Exception):

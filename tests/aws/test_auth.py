@@ -19,7 +19,8 @@ from chalicelib.api.auth import is_loopback
 from chalicelib.api.context import set_engine
 from chalicelib.bootstrap import Engine
 from chalicelib.local import cli
-from tests.conftest import FAKE_AWS, free_port
+from chalicelib.local.fake_aws import FAKE_AWS
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "correct-horse-battery-staple"

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from chalicelib.local.fake_aws import FAKE_AWS
 from tests.aws.test_stage_wiring import stage_environment
-from tests.conftest import FAKE_AWS
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("libcloud", "paramiko", "apscheduler", "moto")

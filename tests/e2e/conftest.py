@@ -18,7 +18,8 @@ from urllib import error, request
 
 import pytest
 
-from tests.conftest import FAKE_AWS, FIXTURES, free_port
+from chalicelib.local.fake_aws import FAKE_AWS
+from tests.conftest import FIXTURES, free_port
 
 COMMAND = Path(sys.executable).parent / "chaos-monkey-engine"
 

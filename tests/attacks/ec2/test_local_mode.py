@@ -24,7 +24,8 @@ from moto.core.config import passthrough_service
 
 from chalicelib.local import cli
 from chalicelib.local import targets as local_targets
-from tests.conftest import FAKE_AWS, free_port
+from chalicelib.local.fake_aws import FAKE_AWS
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 QUICKSTART_ATTACK = {
@@ -61,14 +62,14 @@ def test_by_default_every_fake_variable_is_set() -> None:
     targets = local_targets.from_options(options("--demo"))
 
     assert targets == local_targets.Targets(real_aws=False, demo=True)
-    assert local_targets.environment(targets, cli.FAKE_AWS) == cli.FAKE_AWS
+    assert local_targets.environment(targets, FAKE_AWS) == FAKE_AWS
     assert local_targets.mock_config(targets) is None
 
 
 def test_real_targets_keep_the_environment_credentials_and_region() -> None:
     targets = local_targets.from_options(options("--real-aws-targets"))
 
-    variables = local_targets.environment(targets, cli.FAKE_AWS)
+    variables = local_targets.environment(targets, FAKE_AWS)
 
     assert variables == {"AWS_EC2_METADATA_DISABLED": "true"}
 
