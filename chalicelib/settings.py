@@ -9,6 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chalicelib.domain.model import EARLY_DELIVERY_WINDOW
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRUE_WORDS = frozenset({"true", "yes", "on", "y", "1"})
 
@@ -27,6 +29,15 @@ def builtin_folder(name: str) -> Path:
 
 
 AUTH_MODES = ("none", "iam", "api_key")
+# The largest page a list request may ask for.
+MAX_PAGE_SIZE = 500
+# Kept free between an attack's longest run and the end of its Lambda or lease, for the
+# claim, recording the outcome and the Lambda's own start.
+ATTACK_TIME_MARGIN = timedelta(seconds=30)
+
+
+def _seconds(value: str | None) -> timedelta | None:
+    return timedelta(seconds=float(value)) if value else None
 
 
 def auth_mode(value: str) -> str:
@@ -63,8 +74,20 @@ class Settings:
     # keep it above the attack function's timeout.
     max_run_time: timedelta = timedelta(seconds=900)
     max_executors_per_plan: int = 500
+    # A list's page size when the request names none (``limit``; at most MAX_PAGE_SIZE).
     list_limit: int = 100
     kill_switch: bool = False
+    # Plan creation finishes, or undoes itself, within this (and within what is left of
+    # the API Lambda's own time): below API Gateway's 29 s integration timeout, so a
+    # client never sees a 504 for a plan that then goes on being created.
+    plan_deadline: timedelta = timedelta(seconds=25)
+    # The attack Lambda's timeout when deployed (None locally). An attack may run for
+    # this less the longest wait for its second (EARLY_DELIVERY_WINDOW) and a margin;
+    # without it, for the lease (max_run_time) less the margin.
+    attack_function_timeout: timedelta | None = None
+    # How long executed executors (and settled plans) are kept: DynamoDB TTL when
+    # deployed, a periodic purge locally.
+    executed_retention: timedelta = timedelta(days=90)
     # The deployed engine (EventBridge Scheduler). ARNs may hold ``{partition}``,
     # ``{region}`` and ``{account}``, filled in from the function's own credentials, so
     # that `chalice deploy` works with the static values in .chalice/config.json.
@@ -84,6 +107,16 @@ class Settings:
     @property
     def timezone(self) -> ZoneInfo:
         return load_timezone(self.timezone_name)
+
+    @property
+    def attack_time_limit(self) -> timedelta:
+        """The longest an attack may be allowed to run (its arguments are checked at plan
+        time): inside the attack Lambda's timeout, and inside the lease."""
+        lease = self.max_run_time - ATTACK_TIME_MARGIN
+        if self.attack_function_timeout is None:
+            return lease
+        budget = self.attack_function_timeout - EARLY_DELIVERY_WINDOW - ATTACK_TIME_MARGIN
+        return min(budget, lease)
 
     @property
     def all_attack_folders(self) -> tuple[Path, ...]:
@@ -113,6 +146,9 @@ class Settings:
             max_executors_per_plan=int(env.get("CME_MAX_EXECUTORS_PER_PLAN", "500")),
             list_limit=int(env.get("CME_LIST_LIMIT", "100")),
             kill_switch=is_true(env.get("CME_KILL_SWITCH", "")),
+            plan_deadline=timedelta(seconds=float(env.get("CME_PLAN_DEADLINE_SECONDS", "25"))),
+            attack_function_timeout=_seconds(env.get("CME_ATTACK_FUNCTION_TIMEOUT_SECONDS")),
+            executed_retention=timedelta(days=float(env.get("CME_RETENTION_DAYS", "90"))),
             schedule_group=env.get("CME_SCHEDULE_GROUP", cls.schedule_group),
             scheduler_role_arn=env.get("CME_SCHEDULER_ROLE_ARN", ""),
             attack_function_arn=env.get("CME_ATTACK_FUNCTION_ARN", ""),

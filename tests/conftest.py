@@ -90,6 +90,11 @@ class FixedClock:
     def advance(self, **delta: float) -> None:
         self.current += timedelta(**delta)
 
+    def sleep(self, seconds: float) -> None:
+        """Waiting on a fixed clock moves it on by exactly that much."""
+        if seconds > 0:
+            self.current += timedelta(seconds=seconds)
+
 
 @dataclass
 class RecordingScheduler:

@@ -9,11 +9,16 @@ EngineError
 │   ├── UnknownPlugin
 │   ├── PlanningError
 │   ├── InvalidTrigger
-│   └── InvalidDate
+│   ├── InvalidDate
+│   └── InvalidCursor
 ├── Conflict                 (HTTP 409)
-│   └── ExecutorAlreadyRun
+│   ├── ExecutorAlreadyRun
+│   ├── InvalidTransition    (the executor state machine refused a change)
+│   └── PlanExists           (an Idempotency-Key's plan is still being created, or
+│                             the key was used with another request)
 └── ServiceUnavailable       (HTTP 503)
     ├── StorageError
+    │   └── OrphanExecutor   (an executor whose plan is gone; never reaches a client)
     └── SchedulingError
 """
 
@@ -87,8 +92,28 @@ class InvalidDate(InvalidRequest):
         self.value = value
 
 
+class InvalidCursor(InvalidRequest):
+    def __init__(self, cursor: object) -> None:
+        shown = str(cursor)[:80]
+        super().__init__(f"invalid cursor {shown!r}: use the next link of the previous page")
+
+
 class Conflict(EngineError):
     pass
+
+
+class InvalidTransition(Conflict):
+    def __init__(self, executor_id: str, source: str, target: str) -> None:
+        super().__init__(f"executor {executor_id} cannot go from {source} to {target}")
+        self.executor_id = executor_id
+        self.source = source
+        self.target = target
+
+
+class PlanExists(Conflict):
+    def __init__(self, plan_id: str, detail: str) -> None:
+        super().__init__(f"plan {plan_id} {detail}")
+        self.plan_id = plan_id
 
 
 class ExecutorAlreadyRun(Conflict):
@@ -107,6 +132,18 @@ class StorageError(ServiceUnavailable):
         super().__init__(f"storage failed: {detail}")
 
 
+class OrphanExecutor(StorageError):
+    """An executor whose plan item is gone: no transition of it can be recorded."""
+
+    def __init__(self, executor_id: str, plan_id: str) -> None:
+        super().__init__(f"executor {executor_id} has no plan {plan_id}")
+        self.executor_id = executor_id
+        self.plan_id = plan_id
+
+
 class SchedulingError(ServiceUnavailable):
-    def __init__(self, detail: str) -> None:
+    """Not every schedule could be created; ``created`` names those that were."""
+
+    def __init__(self, detail: str, created: Iterable[str] = ()) -> None:
         super().__init__(f"scheduling failed: {detail}")
+        self.created = tuple(created)

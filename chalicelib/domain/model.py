@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+
+from chalicelib.domain.errors import InvalidTransition
 
 
 class ExecutorStatus(enum.Enum):
@@ -39,10 +41,16 @@ ALLOWED_TRANSITIONS: dict[ExecutorStatus, frozenset[ExecutorStatus]] = {
 }
 
 
-# Schedulers fire at or after an executor's time, so a delivery earlier than this is stale
-# and is not run: no executor is ever claimed (``started_at``) sooner than this before its
-# ``next_run_time``. The store relies on it to find running executors by their time.
-EARLY_TOLERANCE = timedelta(seconds=5)
+# A delivery may come early: EventBridge Scheduler fires anywhere in the minute of its
+# at() time, so the deployed engine schedules the minute *before* an executor's minute and
+# the runner waits for the executor's second. A delivery earlier than this before the
+# executor's time is not one of its schedule's (the executor was moved later): it is
+# ignored, and the current schedule delivers it. No executor is ever claimed before its
+# ``next_run_time``.
+EARLY_DELIVERY_WINDOW = timedelta(seconds=125)
+
+# The fields a transition may change besides the status.
+OUTCOME_FIELDS = frozenset({"started_at", "finished_at", "result", "error", "reason"})
 
 
 def can_transition(source: ExecutorStatus, target: ExecutorStatus) -> bool:
@@ -79,6 +87,19 @@ class Executor:
     def executed(self) -> bool:
         return self.status.is_terminal
 
+    def moved_to(self, target: ExecutorStatus, changes: dict[str, Any]) -> Executor:
+        """This executor after a transition to ``target``; the state machine's rule.
+
+        InvalidTransition when the executor cannot make it; ValueError for a change to a
+        field that is not part of an outcome. Stores write exactly what this returns.
+        """
+        if not can_transition(self.status, target):
+            raise InvalidTransition(self.id, self.status.value, target.value)
+        unknown = set(changes) - OUTCOME_FIELDS
+        if unknown:
+            raise ValueError(f"a transition cannot change {', '.join(sorted(unknown))}")
+        return replace(self, status=target, **changes)
+
 
 @dataclass
 class StatusCounts:
@@ -112,6 +133,16 @@ class Plan:
     attack: dict[str, Any]
     dry_run: bool = False
     counts: StatusCounts = field(default_factory=StatusCounts)
+    # A plan is stored uncommitted, its schedules are created, and only then is it
+    # committed. No executor of an uncommitted plan is ever claimed, so a creation that
+    # died half way (its Lambda killed, its undo cut short) can run no attack; the reaper
+    # removes such plans.
+    committed: bool = True
+    # With an Idempotency-Key: a digest of the request that created the plan, so that a
+    # retry with the same key and another body is refused instead of answered.
+    fingerprint: str | None = None
+    # The soonest pending executor's time, as the store knows it (None when none is).
+    next_execution: datetime | None = None
 
     @property
     def executors_count(self) -> int:

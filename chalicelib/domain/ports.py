@@ -1,68 +1,146 @@
-"""The ports the services depend on; adapters implement them."""
+"""The ports the services depend on; adapters implement them.
+
+Every port has two implementations, tested by one contract suite each (``tests/contract``):
+``SqliteStore`` (local mode) and ``DynamoStore`` (deployed, and ``--store moto``);
+``LocalScheduler`` (APScheduler) and ``EventBridgeScheduler``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, Protocol, TypeVar
 
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan
+from chalicelib.domain.times import Deadline
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
-    """The current instant; a port so that planners and lateness are testable."""
+    """The current instant, and waiting; a port so that planners and lateness are testable."""
 
     def now(self) -> datetime:
         """An aware datetime."""
         ...
 
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (a fixed clock in tests just moves on)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list; ``cursor`` (opaque) asks for the next one, None at the end."""
+
+    items: list[T]
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecutorQuery:
+    """Which executors a list holds, and in which order.
+
+    ``executed``: False pending only (``scheduled``/``running``), True terminal only,
+    None both. ``statuses`` narrows further (empty: any). ``due_from`` (inclusive) and
+    ``due_until`` (exclusive) bound ``next_run_time``. Order is by ``next_run_time`` then
+    id; ``latest_first`` reverses it.
+    """
+
+    executed: bool | None = False
+    plan_id: str | None = None
+    statuses: frozenset[ExecutorStatus] = field(default_factory=frozenset)
+    due_from: datetime | None = None
+    due_until: datetime | None = None
+    latest_first: bool = False
+
+
+@dataclass(frozen=True)
+class PlanQuery:
+    """Which committed plans a list holds: pending (some executor still pending) and/or
+    executed. Newest ``created`` first, then id."""
+
+    pending: bool = True
+    executed: bool = False
+
 
 class Store(Protocol):
-    """Durable plans and executors. Reads on request paths use Query, never Scan."""
+    """Durable plans and executors. Reads on request paths read only what they return
+    (an index range, never a whole table), so no request's cost grows with the store.
+    """
+
+    def close(self) -> None:
+        """Release connections and files; the store is not used afterwards."""
+        ...
+
+    # -- plans -------------------------------------------------------------------------
 
     def add_plan(self, plan: Plan, executors: Sequence[Executor]) -> None:
-        """Write a plan and its executors; raise StorageError after removing any part written."""
-        ...
+        """Write an *uncommitted* plan (whatever ``plan.committed`` says) and its executors.
 
-    def get_plan(self, plan_id: str) -> Plan | None: ...
-
-    def list_plans(self, include_executed: bool, limit: int) -> list[Plan]:
-        """Newest first; only plans with pending executors unless include_executed."""
-        ...
-
-    def delete_plan(self, plan: Plan, executors: Sequence[Executor]) -> None:
-        """Delete a plan and the given executors (all of its executors)."""
-        ...
-
-    def get_executor(self, executor_id: str) -> Executor | None: ...
-
-    def list_executors(self, executed: bool, limit: int) -> list[Executor]:
-        """Pending executors of all plans, soonest first; or executed ones, latest first."""
-        ...
-
-    def list_running(self, started_before: datetime, limit: int) -> list[Executor]:
-        """Executors still ``running`` that started before ``started_before``.
-
-        At most ``limit``, in order of their time; a Query that reads a bounded number of
-        items, so a caller that wants every one calls again after handling these.
+        PlanExists (nothing written) when a plan with ``plan.id`` exists. On any other
+        failure raise StorageError after removing every part written.
         """
         ...
 
-    def list_undelivered(self, due_before: datetime, limit: int) -> list[Executor]:
-        """Executors still ``scheduled`` whose time is before ``due_before``; bounded alike."""
+    def commit_plan(self, plan_id: str) -> None:
+        """Mark a stored plan committed: from now on its executors can be claimed."""
         ...
 
-    def list_plan_executors(self, plan_id: str, limit: int) -> list[Executor]:
-        """One plan's executors by next_run_time."""
+    def get_plan(self, plan_id: str) -> Plan | None:
+        """The plan, committed or not, with its counts and ``next_execution``."""
         ...
 
-    def next_pending_time(self, plan_id: str) -> datetime | None: ...
+    def list_plans(self, query: PlanQuery, limit: int, cursor: str | None) -> Page[Plan]:
+        """Committed plans matching ``query``, each with its counts and ``next_execution``,
+        in a bounded number of reads whatever the number of plans (no read per plan).
+        InvalidCursor for a cursor this store did not make for this query."""
+        ...
+
+    def list_abandoned_plans(self, created_before: datetime, limit: int) -> list[Plan]:
+        """Uncommitted plans created before ``created_before``: creations that died."""
+        ...
+
+    def delete_plan(self, plan: Plan) -> None:
+        """Delete a plan and all of its executors."""
+        ...
+
+    # -- executors ---------------------------------------------------------------------
+
+    def get_executor(self, executor_id: str) -> Executor | None: ...
+
+    def list_executors(
+        self, query: ExecutorQuery, limit: int, cursor: str | None
+    ) -> Page[Executor]:
+        """Executors matching ``query``, in its order, paged: every executor is on exactly
+        one page even while others are added. InvalidCursor for a cursor this store did
+        not make for this query. With ``plan_id``: that plan's, committed or not."""
+        ...
+
+    def list_running(self, started_before: datetime, limit: int) -> list[str]:
+        """Ids of executors still ``running`` that started before ``started_before``.
+
+        At most ``limit``, oldest first; a caller that wants every one calls again after
+        handling these. Ids, not executors: a record that cannot be read must not stop
+        the reaper from reading the others.
+        """
+        ...
+
+    def list_undelivered(self, due_before: datetime, limit: int) -> list[str]:
+        """Ids of executors still ``scheduled`` whose time is before ``due_before``."""
+        ...
 
     def delete_executor(self, executor: Executor) -> bool:
         """Delete one executor and take it off its plan's counts.
 
         False (and nothing deleted) when its stored status is no longer ``executor.status``.
         """
+        ...
+
+    def purge_executor(self, executor_id: str) -> None:
+        """Remove an executor record that no transition can handle (its plan is gone, or
+        it cannot be read), touching no plan. No error if it does not exist."""
         ...
 
     def move_executor(self, executor_id: str, run_at: datetime) -> Executor:
@@ -77,9 +155,14 @@ class Store(Protocol):
     ) -> bool:
         """Move an executor from its current status to ``target`` if nobody else did.
 
-        A conditional write: returns False (and writes nothing) when the stored status is
-        no longer ``executor.status``. On success the plan's counts follow and
-        ``executor`` holds the new values.
+        The new values are ``executor.moved_to(target, changes)`` (InvalidTransition if
+        the state machine forbids it). A conditional write: returns False (and writes
+        nothing) when the stored status or ``next_run_time`` is no longer the
+        executor's, or, for a claim (``scheduled -> running``), when its plan is not
+        committed. On success the plan's counts follow, exactly, and ``executor`` holds
+        the new values. Conflicts and throttling are retried inside the store; only a
+        failure that retrying cannot fix raises StorageError. OrphanExecutor when the
+        executor's plan does not exist.
         """
         ...
 
@@ -87,17 +170,34 @@ class Store(Protocol):
 class Scheduler(Protocol):
     """Calls the executor runner with an executor id at the executor's time."""
 
-    def create(self, executors: Sequence[Executor]) -> None:
-        """Schedule every executor; raise SchedulingError if any could not be scheduled.
+    @property
+    def min_lead_time(self) -> timedelta:
+        """How far ahead an executor must be due for this scheduler to deliver it on time."""
+        ...
 
-        Schedules already created stay; the caller removes them with ``delete``.
-        """
+    def max_executors_within(self, seconds: float) -> int | None:
+        """How many schedules can surely be created *and* undone in ``seconds``; None for
+        no bound."""
+        ...
+
+    def start(self) -> None:
+        """Begin delivering (local mode); nothing for a scheduler AWS runs."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop delivering and wait for deliveries in progress."""
+        ...
+
+    def create(self, executors: Sequence[Executor], deadline: Deadline | None = None) -> None:
+        """Schedule every executor; SchedulingError if any could not be scheduled by the
+        deadline, with ``created`` naming exactly the schedules that were created (they
+        stay; the caller removes them with ``delete``)."""
         ...
 
     def update(self, executor: Executor) -> None:
         """Move an executor's schedule to its (new) next_run_time."""
         ...
 
-    def delete(self, executor_ids: Sequence[str]) -> None:
+    def delete(self, executor_ids: Sequence[str], deadline: Deadline | None = None) -> None:
         """Remove schedules; one that does not exist (already fired) is not an error."""
         ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from chalicelib.domain.errors import InvalidDate
@@ -53,3 +55,23 @@ def ceil_to_second(moment: datetime) -> datetime:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class Deadline:
+    """A moment on the monotonic clock by which a piece of work must be done or undone."""
+
+    def __init__(self, seconds: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._end = monotonic() + seconds
+
+    @classmethod
+    def never(cls) -> Deadline:
+        return cls(float("inf"))
+
+    def remaining(self) -> float:
+        """Seconds left; negative once it has passed."""
+        return self._end - self._monotonic()
+
+    @property
+    def has_passed(self) -> bool:
+        return self.remaining() <= 0
