@@ -114,8 +114,6 @@ def serve(
     targets: local_targets.Targets | None = None,
 ) -> int:
     """Run local mode until SIGINT or SIGTERM."""
-    from chalice.config import Config
-    from chalice.local import create_local_server
     from moto import mock_aws
 
     from app import app
@@ -123,6 +121,7 @@ def serve(
     from chalicelib.adapters.local_scheduler import LocalScheduler
     from chalicelib.api.context import set_engine
     from chalicelib.bootstrap import build_local_engine
+    from chalicelib.local.server import make_server
 
     logfmt.configure()
     targets = targets or local_targets.Targets()
@@ -140,9 +139,7 @@ def serve(
         scheduler.start()
         set_engine(app, engine)
         try:
-            server = create_local_server(
-                app, Config.create(chalice_stage="local", app_name=app.app_name), host, port
-            )
+            server = make_server(app, host, port)
         except OSError as error:
             print(
                 f"chaos-monkey-engine: error: cannot listen on {host}:{port}: {error.strerror}",
