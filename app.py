@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC
 from typing import Any
 
 from chalice.app import Chalice, CloudWatchEvent
@@ -10,6 +11,8 @@ from chalice.app import Chalice, CloudWatchEvent
 from chalicelib.api.auth import bearer_token_required, protect_routes
 from chalicelib.api.context import engine_of
 from chalicelib.api.routes import api
+from chalicelib.domain.errors import InvalidDate
+from chalicelib.domain.times import parse_datetime
 from chalicelib.settings import auth_mode
 
 app = Chalice(app_name="chaos-monkey-engine")
@@ -22,16 +25,23 @@ app.register_middleware(bearer_token_required(app), "http")
 
 @app.lambda_function(name="attack")
 def attack(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Run the executor an EventBridge schedule fired for: ``{"executor_id": ...}``.
+    """Run the executor an EventBridge schedule fired for: ``{"executor_id", "run_at"}``.
 
-    It never raises for a bad or unknown executor id (a retry would not fix it); the
-    runner's claim makes a duplicate delivery a no-op.
+    ``run_at`` (the time the schedule was made for; absent in older schedules) lets the
+    runner ignore a delivery of a time the executor no longer has. It never raises for a
+    bad or unknown executor id (a retry would not fix it); the runner's claim makes a
+    duplicate delivery a no-op.
     """
     executor_id = event.get("executor_id") if isinstance(event, dict) else None
     if not isinstance(executor_id, str) or not executor_id:
         app.log.error("attack invoked without an executor_id: %r", event)
         return {"executor_id": None, "status": "rejected"}
-    executor = engine_of(app).runner.run(executor_id)
+    try:
+        run_at = parse_datetime(event["run_at"], UTC) if "run_at" in event else None
+    except InvalidDate:
+        app.log.error("attack invoked with a bad run_at: %r", event)
+        return {"executor_id": executor_id, "status": "rejected"}
+    executor = engine_of(app).runner.run(executor_id, run_at)
     return {
         "executor_id": executor_id,
         "status": executor.status.value if executor else "unknown",

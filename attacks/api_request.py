@@ -69,6 +69,11 @@ class ApiRequest(Attack):
         },
     }
 
+    @classmethod
+    def max_duration(cls, args: dict[str, Any]) -> float | None:
+        # requests applies the timeout to connecting and to each read: twice at most.
+        return 2 * float(args.get("timeout", 10))
+
     def run(self) -> dict[str, Any]:
         from chalicelib.adapters.http import send_json
 

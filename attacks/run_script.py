@@ -51,6 +51,10 @@ class RunScript(Attack):
         },
     }
 
+    @classmethod
+    def max_duration(cls, args: dict[str, Any]) -> float | None:
+        return ssh_attack.max_ssh_duration(args)
+
     def run(self) -> dict[str, Any]:
         args = self.attack_config
         if "local_script" in args:

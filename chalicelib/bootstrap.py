@@ -56,6 +56,7 @@ def build_engine(
         max_run_time=settings.max_run_time,
     )
     scheduler = scheduler_factory(runner)
+    runner.scheduler = scheduler
     plans = PlanService(
         store=store,
         scheduler=scheduler,
@@ -65,6 +66,8 @@ def build_engine(
         timezone=zone,
         max_executors=settings.max_executors_per_plan,
         list_limit=settings.list_limit,
+        deadline=settings.plan_deadline,
+        attack_time_limit=settings.attack_time_limit,
     )
     executors = ExecutorService(
         store=store, scheduler=scheduler, clock=clock, timezone=zone, list_limit=settings.list_limit

@@ -29,8 +29,6 @@ def builtin_folder(name: str) -> Path:
 
 
 AUTH_MODES = ("none", "iam", "api_key")
-# The largest page a list request may ask for.
-MAX_PAGE_SIZE = 500
 # Kept free between an attack's longest run and the end of its Lambda or lease, for the
 # claim, recording the outcome and the Lambda's own start.
 ATTACK_TIME_MARGIN = timedelta(seconds=30)
@@ -88,6 +86,9 @@ class Settings:
     # How long executed executors (and settled plans) are kept: DynamoDB TTL when
     # deployed, a periodic purge locally.
     executed_retention: timedelta = timedelta(days=90)
+    # True inside a deployed Lambda: a request's deadline then also comes from the time
+    # the Lambda context says is left.
+    on_lambda: bool = False
     # The deployed engine (EventBridge Scheduler). ARNs may hold ``{partition}``,
     # ``{region}`` and ``{account}``, filled in from the function's own credentials, so
     # that `chalice deploy` works with the static values in .chalice/config.json.
@@ -149,6 +150,7 @@ class Settings:
             plan_deadline=timedelta(seconds=float(env.get("CME_PLAN_DEADLINE_SECONDS", "25"))),
             attack_function_timeout=_seconds(env.get("CME_ATTACK_FUNCTION_TIMEOUT_SECONDS")),
             executed_retention=timedelta(days=float(env.get("CME_RETENTION_DAYS", "90"))),
+            on_lambda=bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),
             schedule_group=env.get("CME_SCHEDULE_GROUP", cls.schedule_group),
             scheduler_role_arn=env.get("CME_SCHEDULER_ROLE_ARN", ""),
             attack_function_arn=env.get("CME_ATTACK_FUNCTION_ARN", ""),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import tzinfo
 from typing import Any
+from urllib.parse import urlencode
 
-from chalicelib.domain.model import Executor, redact
+from chalicelib.domain.model import Executor, Plan, redact
+from chalicelib.domain.ports import Page
 from chalicelib.domain.times import to_api
-from chalicelib.services.plans import PlanView
 
 BASE = "/api/1"
 HAL_JSON = "application/hal+json"
@@ -50,24 +51,41 @@ def executor_document(executor: Executor, zone: tzinfo) -> dict[str, Any]:
     }
 
 
-def plan_document(view: PlanView, zone: tzinfo) -> dict[str, Any]:
-    plan = view.plan
+def plan_executors_href(plan_id: str, cursor: str | None = None) -> str:
+    """The list of one plan's executors, pending and executed, soonest first."""
+    values = {"executed": "any", "plan_id": plan_id}
+    if cursor is not None:
+        values["cursor"] = cursor
+    return f"{BASE}/executors/?{urlencode(sorted(values.items()))}"
+
+
+def plan_document(
+    plan: Plan, zone: tzinfo, executors: Page[Executor] | None = None
+) -> dict[str, Any]:
+    """A plan; with ``executors``, the first page of them embedded and a link to the rest."""
     href = plan_href(plan.id)
+    links: dict[str, Any] = {
+        "self": link(href),
+        "delete": link(href),
+        "executors": link(plan_executors_href(plan.id)),
+    }
     document: dict[str, Any] = {
         "id": plan.id,
         "name": plan.name,
         "created": to_api(plan.created, zone),
         "executors_count": plan.executors_count,
-        "next_execution": to_api(view.next_execution, zone),
+        "next_execution": to_api(plan.next_execution, zone),
         "executed": plan.executed,
         "status_counts": plan.counts.as_dict(),
         "dry_run": plan.dry_run,
         "planner": redact(plan.planner),
         "attack": redact(plan.attack),
-        "_links": {"self": link(href), "delete": link(href)},
+        "_links": links,
     }
-    if view.executors is not None:
+    if executors is not None:
         document["_embedded"] = {
-            "executors": [executor_document(executor, zone) for executor in view.executors]
+            "executors": [executor_document(executor, zone) for executor in executors.items]
         }
+        if executors.cursor is not None:
+            links["next_executors"] = link(plan_executors_href(plan.id, executors.cursor))
     return document

@@ -20,6 +20,9 @@ from chalicelib.api.hal import (
 )
 from chalicelib.bootstrap import Engine
 from chalicelib.domain.errors import InvalidRequest
+from chalicelib.domain.model import ExecutorStatus
+from chalicelib.domain.ports import MAX_PAGE_SIZE, ExecutorQuery, PlanQuery
+from chalicelib.domain.times import Deadline, parse_datetime
 from chalicelib.settings import is_true
 
 api = Blueprint(__name__)
@@ -30,6 +33,11 @@ BODY_TYPES = [
     "application/x-www-form-urlencoded",
     "text/plain",
 ]
+# Left free of a deployed request's remaining time, to answer after an undo.
+RESPONSE_MARGIN_SECONDS = 2.0
+# ``executed`` values that ask for every executor, pending and executed.
+BOTH_WORDS = frozenset({"any", "all"})
+PLAN_STATUSES = ("pending", "executed")
 
 
 def engine() -> Engine:
@@ -47,16 +55,39 @@ def hal(
     )
 
 
+def params() -> dict[str, str]:
+    return dict(api.current_request.query_params or {})
+
+
 def query_param(name: str) -> str | None:
-    params: dict[str, str] = dict(api.current_request.query_params or {})
-    return params.get(name)
+    return params().get(name)
+
+
+def href_with(path: str, values: dict[str, str]) -> str:
+    query = urlencode(sorted(values.items()))
+    return f"{BASE}/{path}" + (f"?{query}" if query else "")
 
 
 def self_href(path: str) -> str:
     """The request's own URL, query string kept."""
-    params: dict[str, str] = dict(api.current_request.query_params or {})
-    query = urlencode(sorted(params.items()))
-    return f"{BASE}/{path}" + (f"?{query}" if query else "")
+    return href_with(path, params())
+
+
+def page_links(path: str, cursor: str | None) -> dict[str, Any]:
+    """``self``, and ``next`` (the same query from the cursor on) when there is more."""
+    links: dict[str, Any] = {"self": link(self_href(path))}
+    if cursor is not None:
+        links["next"] = link(href_with(path, {**params(), "cursor": cursor}))
+    return links
+
+
+def limit_param() -> int | None:
+    raw = query_param("limit")
+    if raw is None:
+        return None
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    return int(raw)
 
 
 def json_body() -> Any:
@@ -65,6 +96,16 @@ def json_body() -> Any:
         return json.loads(raw or b"")
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("payload must be a valid json") from None
+
+
+def request_deadline(current: Engine) -> Deadline:
+    """The plan deadline, shortened to what a deployed Lambda has left of its own time."""
+    seconds = current.settings.plan_deadline.total_seconds()
+    context = getattr(api.current_app, "lambda_context", None)
+    if current.settings.on_lambda and context is not None:
+        left = context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_SECONDS
+        seconds = min(seconds, left)
+    return Deadline(seconds)
 
 
 @api.route("/attacks", methods=["GET"])
@@ -84,7 +125,12 @@ def list_planners() -> Response:
 @api.route("/plans", methods=["POST"], content_types=BODY_TYPES)
 @json_errors
 def add_plan() -> Response:
-    plan = engine().plans.create(json_body())
+    current = engine()
+    plan = current.plans.create(
+        json_body(),
+        idempotency_key=api.current_request.headers.get("idempotency-key"),
+        deadline=request_deadline(current),
+    )
     href = plan_href(plan.id)
     return hal(
         {"msg": "ok", "id": plan.id, "_links": {"self": link(href)}},
@@ -92,16 +138,25 @@ def add_plan() -> Response:
     )
 
 
+def plan_query() -> PlanQuery:
+    status = query_param("status")
+    if status is not None:
+        if status not in PLAN_STATUSES:
+            raise InvalidRequest(f"status must be one of {', '.join(PLAN_STATUSES)}")
+        return PlanQuery(pending=status == "pending", executed=status == "executed")
+    return PlanQuery(pending=True, executed=is_true(query_param("all")))
+
+
 @api.route("/plans", methods=["GET"])
 @json_errors
 def list_plans() -> Response:
     current = engine()
-    views = current.plans.list(include_executed=is_true(query_param("all")))
+    page = current.plans.list(plan_query(), limit_param(), query_param("cursor"))
     zone = current.settings.timezone
     return hal(
         {
-            "plans": [plan_document(view, zone) for view in views],
-            "_links": {"self": link(self_href("plans/"))},
+            "plans": [plan_document(plan, zone) for plan in page.items],
+            "_links": page_links("plans/", page.cursor),
         }
     )
 
@@ -110,7 +165,8 @@ def list_plans() -> Response:
 @json_errors
 def get_plan(plan_id: str) -> Response:
     current = engine()
-    return hal(plan_document(current.plans.get(plan_id), current.settings.timezone))
+    view = current.plans.get(plan_id, limit_param())
+    return hal(plan_document(view.plan, current.settings.timezone, view.executors))
 
 
 @api.route("/plans/{plan_id}", methods=["DELETE"])
@@ -120,16 +176,47 @@ def delete_plan(plan_id: str) -> Response:
     return message(f"Plan {plan_id} successfully deleted")
 
 
+def executor_query() -> ExecutorQuery:
+    """The 2017 query (``executed``), narrowed by plan, status and a time range."""
+    current = engine()
+    values = params()
+    executed_word = (values.get("executed") or "").strip().lower()
+    statuses: set[ExecutorStatus] = set()
+    for word in filter(None, (values.get("status") or "").split(",")):
+        try:
+            statuses.add(ExecutorStatus(word.strip().lower()))
+        except ValueError:
+            known = ", ".join(status.value for status in ExecutorStatus)
+            raise InvalidRequest(f"unknown status {word[:40]!r}; known: {known}") from None
+    executed: bool | None
+    if executed_word in BOTH_WORDS or (statuses and not executed_word):
+        executed = None
+    else:
+        executed = is_true(executed_word)
+    zone = current.settings.timezone
+    due_from = parse_datetime(values["after"], zone) if "after" in values else None
+    due_until = parse_datetime(values["before"], zone) if "before" in values else None
+    return ExecutorQuery(
+        executed=executed,
+        plan_id=values.get("plan_id") or None,
+        statuses=frozenset(statuses),
+        due_from=due_from,
+        due_until=due_until,
+        # Executed: the latest first, so a bounded list shows what just happened.
+        latest_first=executed is True,
+    )
+
+
 @api.route("/executors", methods=["GET"])
 @json_errors
 def list_executors() -> Response:
     current = engine()
-    executors = current.executors.list(executed=is_true(query_param("executed")))
+    page = current.executors.list(executor_query(), limit_param(), query_param("cursor"))
     zone = current.settings.timezone
     return hal(
         {
-            "_embedded": {"executors": [executor_document(e, zone) for e in executors]},
-            "_links": {"self": link(self_href("executors/"))},
+            "_embedded": {"executors": [executor_document(e, zone) for e in page.items]},
+            "_links": page_links("executors/", page.cursor),
         }
     )
 

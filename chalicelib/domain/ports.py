@@ -17,6 +17,9 @@ from chalicelib.domain.times import Deadline
 
 T = TypeVar("T")
 
+# The largest page a list request may ask for.
+MAX_PAGE_SIZE = 500
+
 
 class Clock(Protocol):
     """The current instant, and waiting; a port so that planners and lateness are testable."""

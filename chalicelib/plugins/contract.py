@@ -84,6 +84,17 @@ class Attack:
     def run(self) -> Any:
         raise NotImplementedError("Attacks should implement run()")
 
+    @classmethod
+    def max_duration(cls, args: dict[str, Any]) -> float | None:
+        """The longest, in seconds, ``run`` may take with these (valid) ``args``; None when
+        it is short and bounded by the attack itself (a few API calls).
+
+        The engine refuses at plan time an attack that may outlive the attack function's
+        timeout (or the lease), since its outcome would be lost. An attack that waits on
+        something its arguments bound (a timeout, a duration) returns that bound.
+        """
+        return None
+
     @staticmethod
     def _to_dict(ref: Any, schema: Any, example: Any) -> dict[str, Any]:
         return _to_dict(ref, schema, example)

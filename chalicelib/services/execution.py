@@ -1,10 +1,18 @@
-"""Run one executor: claim it, run its attack, record the outcome.
+"""Run one executor: wait for its second, claim it, run its attack, record the outcome.
 
-This is what the attack Lambda and local mode's scheduler both call. The claim is a
-conditional write (``scheduled -> running``), so a duplicate or retried delivery never
-runs an attack twice; a delivery later than the allowed lateness ends ``missed``. An
-executor still ``running`` after ``max_run_time`` (its process died or timed out) is
-``failed`` as lost by ``reap_lost``, which the reaper Lambda and local mode call.
+This is what the attack Lambda and local mode's scheduler both call. A delivery may come
+up to EARLY_DELIVERY_WINDOW early (EventBridge Scheduler fires anywhere in a minute, so
+the deployed engine schedules the minute before): the runner waits for the executor's
+second, so no attack starts before it. The claim is a conditional write
+(``scheduled -> running`` while the executor still has the time this delivery is for and
+its plan is committed), so a duplicate, retried or stale delivery never runs an attack
+twice or at an old time; a delivery later than the allowed lateness ends ``missed``.
+
+``reap_lost`` (the reaper Lambda, and a job in local mode) ends what nothing else will:
+executors ``running`` past their lease (their process died) are ``failed`` as lost,
+executors never delivered are ``missed``, orphans (executors whose plan is gone) and
+creations that died half way (uncommitted plans) are removed. One bad item is logged
+and passed over; it never stops the rest.
 """
 
 from __future__ import annotations
@@ -15,11 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.domain.errors import UnknownPlugin
-from chalicelib.domain.model import EARLY_TOLERANCE, Executor, ExecutorStatus
-from chalicelib.domain.ports import Clock, Store
+from chalicelib.domain.errors import OrphanExecutor, UnknownPlugin
+from chalicelib.domain.model import EARLY_DELIVERY_WINDOW, Executor, ExecutorStatus
+from chalicelib.domain.ports import Clock, Scheduler, Store
 from chalicelib.plugins.contract import Attack, AttackContext, AttackFailed, AttackSkipped
 from chalicelib.plugins.registry import PluginSet
+from chalicelib.services.paging import plan_executor_ids
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,9 @@ MAX_ERROR_CHARS = 2_000
 REAP_BATCH = 100
 # How long after the allowed lateness a never-delivered executor is declared missed.
 UNDELIVERED_MARGIN = timedelta(minutes=1)
+# An uncommitted plan older than this is a creation that died (its Lambda was killed, or
+# its undo cut short): creation never takes longer than the plan deadline (< 29 s).
+ABANDONED_AFTER = timedelta(minutes=5)
 
 
 def _storable(result: Any) -> Any:
@@ -56,32 +68,50 @@ class ExecutorRunner:
     allowed_lateness: timedelta
     kill_switch: bool = False
     max_run_time: timedelta = timedelta(seconds=900)
+    # Set after construction (the scheduler is built from the runner): the reaper removes
+    # the schedules of orphans and abandoned plans through it.
+    scheduler: Scheduler | None = None
 
-    def run(self, executor_id: str) -> Executor | None:
-        """Run the executor once; returns it as recorded, or None if it does not exist."""
+    def run(self, executor_id: str, run_at: datetime | None = None) -> Executor | None:
+        """Run the executor once; returns it as recorded, or None if it does not exist.
+
+        ``run_at`` is the time the delivering schedule was made for: a delivery for
+        another time than the executor's is stale (the executor was moved) and ignored.
+        """
         fields = {"executor_id": executor_id}
         executor = self.store.get_executor(executor_id)
         if executor is None:
             log.warning("no such executor; nothing to run", extra=fields)
             return None
         fields["plan_id"] = executor.plan_id
-        if executor.status is not ExecutorStatus.SCHEDULED:
-            log.info("executor already %s; not run again", executor.status.value, extra=fields)
+        ignored = self._ignored(executor, run_at)
+        if ignored is not None:
+            log.info("delivery ignored: %s", ignored, extra=fields)
             return executor
-
+        early = executor.next_run_time - self.clock.now()
+        if early > timedelta(0):
+            # EventBridge Scheduler fires anywhere in a minute: wait for the second.
+            self.clock.sleep(early.total_seconds())
         now = self.clock.now()
-        if executor.next_run_time - now > EARLY_TOLERANCE:
-            # A stale delivery (the executor was moved later, or a retried schedule fired
-            # again): its current schedule will deliver it at the right time.
-            log.info("executor delivered before its time; not run now", extra=fields)
-            return executor
         refusal = self._refusal(executor, now)
         if refusal is not None:
             return self._end_unclaimed(executor, *refusal)
         if not self.store.transition(executor, ExecutorStatus.RUNNING, {"started_at": now}):
-            log.info("executor claimed by another delivery; not run", extra=fields)
+            log.info("executor claimed elsewhere, moved or not committed; not run", extra=fields)
             return self.store.get_executor(executor_id)
         return self._attack(executor)
+
+    def _ignored(self, executor: Executor, run_at: datetime | None) -> str | None:
+        """Why this delivery is not the executor's to act on, if it is not."""
+        if executor.status is not ExecutorStatus.SCHEDULED:
+            return f"the executor is already {executor.status.value}"
+        if run_at is not None and run_at != executor.next_run_time:
+            return "it was for another time (the executor was moved)"
+        early = executor.next_run_time - self.clock.now()
+        if early > EARLY_DELIVERY_WINDOW:
+            # Not a delivery of the executor's current schedule: that one will come.
+            return f"it came {int(early.total_seconds())} s before the executor's time"
+        return None
 
     def reap_lost(self) -> int:
         """End the executors nothing else will ever end; returns how many it ended.
@@ -91,28 +121,70 @@ class ExecutorRunner:
         - Still scheduled more than the allowed lateness (plus a minute) after their time:
           missed. Their schedule never delivered them (dead-lettered, or deleted by hand);
           a delivery now would be refused as late anyway.
+        - Orphans (their plan is gone) are removed with their schedules; plans whose
+          creation died half way (uncommitted after ABANDONED_AFTER) are removed.
 
         Each change is conditional on the executor's status, so an attack that finishes,
-        or a delivery that arrives, at the same moment keeps its own outcome.
+        or a delivery that arrives, at the same moment keeps its own outcome. Any single
+        item that fails is logged and passed over.
         """
         now = self.clock.now()
         reaped = 0
-        for executor in self.store.list_running(now - self.max_run_time, limit=REAP_BATCH):
-            started = executor.started_at or executor.next_run_time
-            error = (
-                f"lost: still running {int((now - started).total_seconds())} s after it "
-                "started (the attack's process died or timed out); its outcome is unknown"
-            )
-            reaped += self._reap(executor, ExecutorStatus.FAILED, {"error": error}, now)
+        for executor_id in self.store.list_running(now - self.max_run_time, limit=REAP_BATCH):
+            reaped += self._reap_one(executor_id, ExecutorStatus.RUNNING, now)
         due_before = now - self.allowed_lateness - UNDELIVERED_MARGIN
-        for executor in self.store.list_undelivered(due_before, limit=REAP_BATCH):
+        for executor_id in self.store.list_undelivered(due_before, limit=REAP_BATCH):
+            reaped += self._reap_one(executor_id, ExecutorStatus.SCHEDULED, now)
+        for plan in self.store.list_abandoned_plans(now - ABANDONED_AFTER, limit=REAP_BATCH):
+            try:
+                self._remove_abandoned(plan.id)
+            except Exception:
+                log.exception("could not remove an abandoned plan", extra={"plan_id": plan.id})
+        return reaped
+
+    def _reap_one(self, executor_id: str, expected: ExecutorStatus, now: datetime) -> int:
+        fields = {"executor_id": executor_id}
+        try:
+            executor = self.store.get_executor(executor_id)
+            if executor is None or executor.status is not expected:
+                return 0  # it changed since the list was read (or the index lagged)
+            fields["plan_id"] = executor.plan_id
+            if expected is ExecutorStatus.RUNNING:
+                started = executor.started_at or executor.next_run_time
+                error = (
+                    f"lost: still running {int((now - started).total_seconds())} s after it "
+                    "started (the attack's process died or timed out); its outcome is unknown"
+                )
+                return self._reap(executor, ExecutorStatus.FAILED, {"error": error}, now)
             overdue = int((now - executor.next_run_time).total_seconds())
             reason = (
                 f"never delivered: still scheduled {overdue} s after its time "
                 "(its schedule did not run it); the attack did not run"
             )
-            reaped += self._reap(executor, ExecutorStatus.MISSED, {"reason": reason}, now)
-        return reaped
+            return self._reap(executor, ExecutorStatus.MISSED, {"reason": reason}, now)
+        except OrphanExecutor:
+            log.warning("executor without a plan; removed", extra=fields)
+            self._purge(executor_id)
+            return 1
+        except Exception:
+            # A record that cannot be read or written: log it and go on with the rest.
+            log.exception("could not reap an executor; passed over", extra=fields)
+            return 0
+
+    def _purge(self, executor_id: str) -> None:
+        if self.scheduler is not None:
+            self.scheduler.delete([executor_id])
+        self.store.purge_executor(executor_id)
+
+    def _remove_abandoned(self, plan_id: str) -> None:
+        plan = self.store.get_plan(plan_id)
+        if plan is None or plan.committed:
+            return
+        ids = plan_executor_ids(self.store, plan_id)
+        if self.scheduler is not None:
+            self.scheduler.delete(ids)
+        self.store.delete_plan(plan)
+        log.warning("removed a plan whose creation never finished", extra={"plan_id": plan_id})
 
     def _reap(
         self, executor: Executor, status: ExecutorStatus, changes: dict[str, Any], now: datetime

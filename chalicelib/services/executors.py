@@ -16,10 +16,14 @@ from chalicelib.domain.errors import (
     InvalidTrigger,
 )
 from chalicelib.domain.model import Executor, ExecutorStatus
-from chalicelib.domain.ports import Clock, Scheduler, Store
+from chalicelib.domain.ports import MAX_PAGE_SIZE, Clock, ExecutorQuery, Page, Scheduler, Store
 from chalicelib.domain.times import ceil_to_second, parse_datetime
 
 log = logging.getLogger(__name__)
+
+# How often a delete is tried again when the executor changed status between the read
+# and the conditional delete (it was claimed, or it finished, meanwhile).
+DELETE_ATTEMPTS = 5
 
 
 @dataclass
@@ -36,8 +40,11 @@ class ExecutorService:
             raise ExecutorNotFound(executor_id)
         return executor
 
-    def list(self, executed: bool) -> list[Executor]:
-        return self.store.list_executors(executed, self.list_limit)
+    def list(
+        self, query: ExecutorQuery, limit: int | None = None, cursor: str | None = None
+    ) -> Page[Executor]:
+        size = self.list_limit if limit is None else max(1, min(limit, MAX_PAGE_SIZE))
+        return self.store.list_executors(query, size, cursor)
 
     def reschedule(self, executor_id: str, trigger: Any) -> Executor:
         """Move a scheduled executor to the date of a ``{"type": "date", ...}`` trigger."""
@@ -49,8 +56,15 @@ class ExecutorService:
         if not isinstance(args, dict) or "date" not in args:
             raise InvalidDate(None, "args.date is required")
         run_at = ceil_to_second(parse_datetime(args["date"], self.timezone))
-        if run_at <= self.clock.now():
+        now = self.clock.now()
+        if run_at <= now:
             raise InvalidRequest(f"date {args['date']!r} is in the past")
+        lead = self.scheduler.min_lead_time
+        if run_at - now < lead:
+            raise InvalidRequest(
+                f"date {args['date']!r} is less than the minimum lead time "
+                f"({int(lead.total_seconds())} s) ahead"
+            )
         current = self.get(executor_id)
         if current.status is not ExecutorStatus.SCHEDULED:
             raise ExecutorAlreadyRun(executor_id, current.status.value)
@@ -65,7 +79,7 @@ class ExecutorService:
         return moved
 
     def delete(self, executor_id: str) -> None:
-        for _ in range(5):
+        for _ in range(DELETE_ATTEMPTS):
             executor = self.get(executor_id)
             self.scheduler.delete([executor_id])
             if self.store.delete_executor(executor):

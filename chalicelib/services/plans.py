@@ -1,26 +1,47 @@
-"""Create, read and delete plans; a plan and its schedules are stored all or nothing."""
+"""Create, read and delete plans; a plan and its schedules are stored all or nothing.
+
+Creation is a small two-phase commit with the plan record as the commit point: the plan
+is stored *uncommitted* with its executors, their schedules are created within a
+deadline, and only then is the plan committed. No executor of an uncommitted plan can be
+claimed, so whatever happens half way (an error, the deadline, the process killed) no
+attack runs for a plan the client did not see created: an error undoes exactly what was
+created; a killed creation is removed by the reaper.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import timedelta, tzinfo
 from typing import Any
 
 from chalicelib.domain.errors import (
     EngineError,
     InvalidRequest,
+    PlanExists,
     PlanningError,
     PlanNotFound,
     SchedulingError,
 )
 from chalicelib.domain.model import Executor, Plan, ProposedExecutor
-from chalicelib.domain.ports import Clock, Scheduler, Store
-from chalicelib.domain.times import ceil_to_second
+from chalicelib.domain.ports import (
+    MAX_PAGE_SIZE,
+    Clock,
+    ExecutorQuery,
+    Page,
+    PlanQuery,
+    Scheduler,
+    Store,
+)
+from chalicelib.domain.times import Deadline, ceil_to_second
 from chalicelib.plugins.contract import Attack, Planner
 from chalicelib.plugins.registry import PluginSet
-from chalicelib.plugins.validation import validate
+from chalicelib.plugins.validation import validate, validate_planner
+from chalicelib.services.paging import plan_executor_ids
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +64,32 @@ PLAN_SCHEMA: dict[str, Any] = {
     "required": ["name", "attack", "planner"],
 }
 
+# Idempotency keys: what a client may send (a UUID is the usual choice).
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEYED_PLANS = uuid.UUID("6f1c3c52-2f33-4b8e-9d63-2c7d7c8e1a55")
+
+
+def fingerprint(payload: Any) -> str:
+    """A digest of a request body, equal for equal JSON whatever its key order."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def keyed_plan_id(key: str) -> str:
+    """The id of the plan an Idempotency-Key creates: the same key, the same plan."""
+    if not IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequest(
+            "Idempotency-Key must be 1-255 printable ASCII characters without spaces"
+        )
+    return uuid.uuid5(_KEYED_PLANS, key).hex
+
 
 @dataclass(frozen=True)
 class PlanView:
-    """A plan with what the API shows beside it."""
+    """A plan with the first page of its executors."""
 
     plan: Plan
-    next_execution: datetime | None
-    executors: list[Executor] | None = None
+    executors: Page[Executor]
 
 
 @dataclass
@@ -63,24 +102,54 @@ class PlanService:
     timezone: tzinfo
     max_executors: int
     list_limit: int
+    deadline: timedelta = timedelta(seconds=25)
+    attack_time_limit: timedelta = timedelta(seconds=870)
 
-    def create(self, payload: Any) -> Plan:
-        """Validate, plan, store and schedule; on any failure nothing is left behind."""
+    @property
+    def executor_limit(self) -> int:
+        """The most executors one plan may have: the setting, or fewer if the scheduler
+        could not create and undo more within the deadline."""
+        within = self.scheduler.max_executors_within(self.deadline.total_seconds())
+        return self.max_executors if within is None else max(1, min(self.max_executors, within))
+
+    def create(
+        self,
+        payload: Any,
+        idempotency_key: str | None = None,
+        deadline: Deadline | None = None,
+    ) -> Plan:
+        """Validate, plan, store and schedule; on any failure nothing is left behind.
+
+        With ``idempotency_key``, a repeated request answers with the plan the first one
+        created (PlanExists while that one is still being created, or when the key was
+        used for another body). ``deadline`` bounds the whole creation, undo included.
+        """
+        deadline = deadline or Deadline(self.deadline.total_seconds())
+        digest = fingerprint(payload) if idempotency_key is not None else None
+        plan_id = keyed_plan_id(idempotency_key) if idempotency_key is not None else None
+        if plan_id is not None:
+            existing = self.store.get_plan(plan_id)
+            if existing is not None:
+                return self._replay(existing, digest)
+
         validate(payload, PLAN_SCHEMA, "plan")
         planner_class = self.planners.resolve(payload["planner"]["ref"])
         attack_class = self.attacks.resolve(payload["attack"]["ref"])
         attack_config = {"args": {}, **payload["attack"]}
-        validate(payload["planner"]["args"], planner_class.schema, "planner.args")
+        validate_planner(payload["planner"], planner_class.schema)
         validate(attack_config, attack_class.schema, "attack")
+        self._check_duration(attack_class, attack_config, "attack")
 
         proposals = self._propose(planner_class, payload["name"], payload["planner"], attack_config)
         plan = Plan(
-            id=uuid.uuid4().hex,
+            id=plan_id or uuid.uuid4().hex,
             name=payload["name"],
             created=self.clock.now(),
             planner=payload["planner"],
             attack=attack_config,
             dry_run=bool(payload.get("dry_run", False)),
+            committed=False,
+            fingerprint=digest,
         )
         executors = [
             Executor(
@@ -93,19 +162,61 @@ class PlanService:
             )
             for proposal in proposals
         ]
-        self.store.add_plan(plan, executors)
         try:
-            self.scheduler.create(executors)
+            self.store.add_plan(plan, executors)
+        except PlanExists:
+            # The same key, sent again while the first request was storing it.
+            existing = self.store.get_plan(plan.id)
+            if existing is None:
+                raise
+            return self._replay(existing, digest)
+        try:
+            self.scheduler.create(executors, deadline)
+            self.store.commit_plan(plan.id)
         except Exception as error:
-            self._undo(plan, executors)
+            # Exactly the schedules that exist: those the scheduler says it created, or
+            # all of them when it was the commit that failed.
+            created = (
+                list(error.created)
+                if isinstance(error, SchedulingError)
+                else [executor.id for executor in executors]
+            )
+            self._undo(plan, created, deadline)
             if isinstance(error, EngineError):
                 raise
             raise SchedulingError(str(error)) from error
+        plan.committed = True
         log.info(
             "plan created",
             extra={"plan_id": plan.id, "executors": len(executors), "attack": attack_class.ref},
         )
         return plan
+
+    def _replay(self, existing: Plan, digest: str | None) -> Plan:
+        if existing.fingerprint != digest:
+            raise PlanExists(
+                existing.id, "was created with this Idempotency-Key for another request body"
+            )
+        if not existing.committed:
+            raise PlanExists(
+                existing.id,
+                "is still being created with this Idempotency-Key; retry in a few seconds",
+            )
+        log.info("plan creation replayed for its Idempotency-Key", extra={"plan_id": existing.id})
+        return existing
+
+    def _check_duration(
+        self, attack_class: type[Attack], config: dict[str, Any], where: str
+    ) -> None:
+        """Refuse an attack that may run longer than its Lambda (or its lease) allows."""
+        longest = attack_class.max_duration(config.get("args") or {})
+        limit = self.attack_time_limit.total_seconds()
+        if longest is not None and longest > limit:
+            raise PlanningError(
+                f"{where}.args: {attack_class.ref} may run for {longest:g} s with these "
+                f"arguments; the limit is {limit:g} s (the attack function's timeout less "
+                "the wait for the executor's second and a margin)"
+            )
 
     def _propose(
         self,
@@ -114,10 +225,11 @@ class PlanService:
         planner_config: dict[str, Any],
         attack_config: dict[str, Any],
     ) -> list[ProposedExecutor]:
+        limit = self.executor_limit
         planner = planner_class(name)
         planner.timezone = self.timezone
         planner.clock = self.clock
-        planner.max_executors = self.max_executors
+        planner.max_executors = limit
         try:
             planner.plan(planner_config, attack_config)
         except InvalidRequest:
@@ -127,55 +239,65 @@ class PlanService:
         proposals = planner.proposals
         if not proposals:
             raise PlanningError("the planner proposed no executors")
-        if len(proposals) > self.max_executors:
+        if len(proposals) > limit:
             raise PlanningError(
-                f"the planner proposed {len(proposals)} executors; "
-                f"the limit is {self.max_executors} per plan"
+                f"the planner proposed {len(proposals)} executors; the limit is {limit} per "
+                "plan (CME_MAX_EXECUTORS_PER_PLAN, and what the scheduler can create and "
+                "undo within the plan deadline)"
             )
         now = self.clock.now()
+        lead = self.scheduler.min_lead_time
         for proposal in proposals:
             if proposal.run_at <= now:
                 raise PlanningError(f"executor date {proposal.run_at.isoformat()} is in the past")
+            if proposal.run_at - now < lead:
+                raise PlanningError(
+                    f"executor date {proposal.run_at.isoformat()} is less than the minimum "
+                    f"lead time ({int(lead.total_seconds())} s) ahead; this scheduler cannot "
+                    "deliver it on time"
+                )
             if proposal.attack is not attack_config:
                 attack_class = self.attacks.resolve(proposal.attack.get("ref"))
                 validate(proposal.attack, attack_class.schema, "attack")
+                self._check_duration(attack_class, proposal.attack, "attack")
         return proposals
 
-    def _undo(self, plan: Plan, executors: list[Executor]) -> None:
-        log.warning("scheduling failed; removing the plan", extra={"plan_id": plan.id})
+    def _undo(self, plan: Plan, created: list[str], deadline: Deadline) -> None:
+        log.warning(
+            "plan creation failed; undoing it",
+            extra={"plan_id": plan.id, "schedules": len(created)},
+        )
         try:
-            self.scheduler.delete([executor.id for executor in executors])
+            self.scheduler.delete(created, deadline)
         finally:
-            self.store.delete_plan(plan, executors)
+            # If this fails too the plan stays uncommitted: never run, and reaped.
+            self.store.delete_plan(plan)
 
-    def get(self, plan_id: str) -> PlanView:
+    def get(self, plan_id: str, limit: int | None = None) -> PlanView:
         plan = self.store.get_plan(plan_id)
-        if plan is None:
+        if plan is None or not plan.committed:
             raise PlanNotFound(plan_id)
-        executors = self.store.list_plan_executors(plan_id, limit=max(self.max_executors, 1))
-        pending = [executor.next_run_time for executor in executors if not executor.executed]
-        return PlanView(plan, min(pending, default=None), executors)
+        executors = self.store.list_executors(
+            ExecutorQuery(executed=None, plan_id=plan_id), self.page_size(limit), None
+        )
+        return PlanView(plan, executors)
 
-    def list(self, include_executed: bool, limit: int | None = None) -> list[PlanView]:
-        bound = self._bound(limit)
-        plans = self.store.list_plans(include_executed, bound)
-        if not include_executed:
-            plans = [plan for plan in plans if not plan.executed]
-        return [
-            PlanView(plan, None if plan.executed else self.store.next_pending_time(plan.id))
-            for plan in plans
-        ]
+    def list(
+        self, query: PlanQuery, limit: int | None = None, cursor: str | None = None
+    ) -> Page[Plan]:
+        return self.store.list_plans(query, self.page_size(limit), cursor)
 
     def delete(self, plan_id: str) -> None:
         plan = self.store.get_plan(plan_id)
-        if plan is None:
+        if plan is None or not plan.committed:
             raise PlanNotFound(plan_id)
-        executors = self.store.list_plan_executors(plan_id, limit=max(self.max_executors, 1))
-        self.scheduler.delete([executor.id for executor in executors])
-        self.store.delete_plan(plan, executors)
-        log.info("plan deleted", extra={"plan_id": plan_id, "executors": len(executors)})
+        ids = plan_executor_ids(self.store, plan_id)
+        self.scheduler.delete(ids)
+        self.store.delete_plan(plan)
+        log.info("plan deleted", extra={"plan_id": plan_id, "executors": len(ids)})
 
-    def _bound(self, limit: int | None) -> int:
+    def page_size(self, limit: int | None) -> int:
+        """The page size a request asked for, or the default; within 1..MAX_PAGE_SIZE."""
         if limit is None:
             return self.list_limit
-        return max(1, min(limit, self.list_limit))
+        return max(1, min(limit, MAX_PAGE_SIZE))
