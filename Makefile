@@ -8,12 +8,17 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+# The first run takes about a minute: say what is happening and let pip show its progress.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@echo "Creating $(VENV)…"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@echo "Installing dependencies (about a minute the first time)…"
+	$(BIN)/pip install --progress-bar on -r requirements-dev.txt
+	@echo "Installing chaos-monkey-engine (editable)…"
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+	@echo "Installed: $(BIN)/chaos-monkey-engine"
 
 run: install
 	$(BIN)/chaos-monkey-engine
