@@ -129,7 +129,7 @@ def test_a_failing_script_marks_the_executor_failed_through_the_engine(
             },
         }
     )
-    executor = engine.plans.get(plan.id).executors[0]
+    executor = engine.plans.get(plan.id).executors.items[0]
     clock.current = executor.next_run_time
     engine.runner.run(executor.id)
     stored = engine.store.get_executor(executor.id)

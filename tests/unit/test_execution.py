@@ -6,12 +6,14 @@ import dataclasses
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from chalicelib.bootstrap import Engine, build_engine
-from chalicelib.domain.model import ExecutorStatus
+from chalicelib.domain.model import EARLY_DELIVERY_WINDOW, ExecutorStatus
+from chalicelib.domain.ports import PlanQuery
 from chalicelib.settings import Settings
 from tests.conftest import FIXTURES, FixedClock, RecordingScheduler
 
@@ -49,12 +51,12 @@ def plan_payload(mode: str, times: int = 1, **extra: Any) -> dict[str, Any]:
 
 
 def first_executor_id(engine: Engine, plan_id: str) -> str:
-    return engine.plans.get(plan_id).executors[0].id  # type: ignore[index]
+    return engine.plans.get(plan_id).executors.items[0].id
 
 
 def due(engine: Engine, clock: FixedClock, plan_id: str) -> str:
     """Move the clock to the plan's first executor's time; return that executor's id."""
-    executor = engine.plans.get(plan_id).executors[0]  # type: ignore[index]
+    executor = engine.plans.get(plan_id).executors.items[0]
     clock.current = executor.next_run_time
     return executor.id
 
@@ -63,7 +65,7 @@ def test_success_records_result_times_and_plan_counts(
     engine: Engine, clock: FixedClock, runs: list[dict[str, Any]]
 ) -> None:
     plan = engine.plans.create(plan_payload("ok", times=2))
-    first, second = engine.plans.get(plan.id).executors or []
+    first, second = engine.plans.get(plan.id).executors.items
     clock.current = first.next_run_time
     done = engine.runner.run(first.id)
     assert done is not None and done.status is ExecutorStatus.SUCCEEDED
@@ -78,15 +80,17 @@ def test_success_records_result_times_and_plan_counts(
     assert view.plan.counts.as_dict()["succeeded"] == 1
     assert view.plan.counts.as_dict()["scheduled"] == 1
     assert view.plan.executed is False
-    assert view.next_execution == second.next_run_time
+    assert view.plan.next_execution == second.next_run_time
 
     clock.current = second.next_run_time
     engine.runner.run(second.id)
     view = engine.plans.get(plan.id)
     assert view.plan.executed is True
-    assert view.next_execution is None
-    assert [p.plan.id for p in engine.plans.list(include_executed=False)] == []
-    assert [p.plan.id for p in engine.plans.list(include_executed=True)] == [plan.id]
+    assert view.plan.next_execution is None
+    assert [p.id for p in engine.plans.list(PlanQuery(pending=True)).items] == []
+    assert [p.id for p in engine.plans.list(PlanQuery(pending=True, executed=True)).items] == [
+        plan.id
+    ]
 
 
 def test_an_attack_that_raises_ends_failed_with_its_message(
@@ -247,15 +251,19 @@ def test_an_attack_that_supports_dry_run_reports_its_target_and_is_skipped(
     assert runs == []
 
 
-def test_an_early_delivery_does_nothing(
+def test_a_delivery_earlier_than_its_window_is_ignored_and_one_within_it_waits(
     engine: Engine, clock: FixedClock, runs: list[dict[str, Any]]
 ) -> None:
     executor_id = due(engine, clock, engine.plans.create(plan_payload("ok")).id)
-    clock.advance(seconds=-6)
+    executor = engine.executors.get(executor_id)
+    clock.current = executor.next_run_time - EARLY_DELIVERY_WINDOW - timedelta(seconds=1)
     engine.runner.run(executor_id)
     assert engine.executors.get(executor_id).status is ExecutorStatus.SCHEDULED
     assert runs == []
-    clock.advance(seconds=2)  # within the tolerance of a scheduler's clock
+    # EventBridge Scheduler delivers anywhere in the minute before: the runner waits.
+    clock.current = executor.next_run_time - EARLY_DELIVERY_WINDOW
     engine.runner.run(executor_id)
-    assert engine.executors.get(executor_id).status is ExecutorStatus.SUCCEEDED
+    stored = engine.executors.get(executor_id)
+    assert stored.status is ExecutorStatus.SUCCEEDED
+    assert stored.started_at == executor.next_run_time
     assert len(runs) == 1

@@ -47,7 +47,7 @@ def test_the_store_refuses_an_illegal_transition(engine: Engine) -> None:
             "planner": {"ref": "exact_planner:ExactPlanner", "args": {"date": "2026-12-02T10:00"}},
         }
     )
-    executor = engine.plans.get(plan.id).executors[0]  # type: ignore[index]
+    executor = engine.plans.get(plan.id).executors.items[0]
     with pytest.raises(ValueError, match="cannot go from scheduled to succeeded"):
         engine.store.transition(executor, S.SUCCEEDED, {})
     assert engine.executors.get(executor.id).status is S.SCHEDULED

@@ -13,6 +13,7 @@ import pytest
 
 from chalicelib.bootstrap import Engine
 from chalicelib.domain.model import Executor, ExecutorStatus
+from chalicelib.domain.ports import PlanQuery
 from chalicelib.settings import Settings
 from tests.conftest import FIXTURES, FixedClock
 
@@ -49,7 +50,7 @@ def planned(engine: Engine, mode: str = "ok", times: int = 1) -> list[Executor]:
             },
         }
     )
-    return list(engine.plans.get(plan.id).executors or [])
+    return list(engine.plans.get(plan.id).executors.items)
 
 
 def exact(engine: Engine, date: str) -> Executor:
@@ -61,7 +62,7 @@ def exact(engine: Engine, date: str) -> Executor:
             "planner": {"ref": "exact_planner:ExactPlanner", "args": {"date": date}},
         }
     )
-    (executor,) = engine.plans.get(plan.id).executors or []
+    (executor,) = engine.plans.get(plan.id).executors.items
     return executor
 
 
@@ -106,7 +107,7 @@ def test_a_running_executor_past_its_lease_is_failed_as_lost_and_its_plan_is_exe
         "skipped": 0,
         "missed": 0,
     }
-    assert [p.plan.id for p in engine.plans.list(include_executed=False)] == []
+    assert [p.id for p in engine.plans.list(PlanQuery(pending=True)).items] == []
     (record,) = [r for r in caplog.records if r.getMessage().startswith("executor failed: lost")]
     assert record.executor_id == executor.id  # type: ignore[attr-defined]
     assert record.plan_id == executor.plan_id  # type: ignore[attr-defined]
@@ -187,9 +188,9 @@ def test_an_attack_that_finishes_while_it_is_being_reaped_keeps_its_outcome(
         clock.advance(minutes=20)
         real_list_running = engine.store.list_running
 
-        def list_then_finish(started_before: datetime, limit: int) -> list[Executor]:
+        def list_then_finish(started_before: datetime, limit: int) -> list[str]:
             found = real_list_running(started_before, limit)
-            assert [lost.id for lost in found] == [executor.id]
+            assert found == [executor.id]
             scripted.GATE.set()  # the attack returns and records its outcome now
             worker.join(timeout=30)
             return found
@@ -220,9 +221,9 @@ def test_list_running_reads_past_stuck_executors_and_honours_its_limit(
 
     found = engine.store.list_running(clock.now() - timedelta(minutes=15), limit=3)
     assert len(found) == 3
-    assert all(executor.status is ExecutorStatus.RUNNING for executor in found)
+    assert all(stored(engine, found_id).status is ExecutorStatus.RUNNING for found_id in found)
     ordered = sorted(executors, key=lambda executor: executor.next_run_time)
-    assert [executor.id for executor in found] == [executor.id for executor in ordered[:3]]
+    assert found == [executor.id for executor in ordered[:3]]
     assert engine.runner.reap_lost() == 5
 
 
