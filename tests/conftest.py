@@ -6,7 +6,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -101,18 +101,37 @@ class RecordingScheduler:
     """Records what the engine asked to schedule, for tests that drive the runner by hand.
 
     Tests of the real schedulers (APScheduler, EventBridge) use those adapters instead.
+    ``lead`` and ``capacity`` stand for a scheduler's minimum lead time and the most
+    schedules it can create and undo within a deadline.
     """
 
     scheduled: dict[str, datetime]
+    lead: timedelta = timedelta(seconds=1)
+    capacity: int | None = None
+    deadlines: list[object] = field(default_factory=list)
 
-    def create(self, executors: object) -> None:
+    @property
+    def min_lead_time(self) -> timedelta:
+        return self.lead
+
+    def max_executors_within(self, seconds: float) -> int | None:
+        return self.capacity
+
+    def start(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def create(self, executors: object, deadline: object = None) -> None:
+        self.deadlines.append(deadline)
         for executor in executors:  # type: ignore[attr-defined]
             self.scheduled[executor.id] = executor.next_run_time
 
     def update(self, executor: object) -> None:
         self.scheduled[executor.id] = executor.next_run_time  # type: ignore[attr-defined]
 
-    def delete(self, executor_ids: object) -> None:
+    def delete(self, executor_ids: object, deadline: object = None) -> None:
         for executor_id in executor_ids:  # type: ignore[attr-defined]
             self.scheduled.pop(executor_id, None)
 

@@ -202,7 +202,7 @@ class TestListPlans:
     ) -> None:
         done = create(api, exact_plan(date="2026-12-01T10:30:00+01:00"))
         pending = create(api, simple_plan(times=2))
-        executor = engine.plans.get(done).executors[0]  # type: ignore[index]
+        executor = engine.plans.get(done).executors.items[0]
         clock.current = executor.next_run_time
         engine.runner.run(executor.id)
 
@@ -225,7 +225,7 @@ class TestListPlans:
         self, api: Api, engine: Engine, clock: FixedClock, word: str
     ) -> None:
         done = create(api, exact_plan(date="2026-12-01T10:30:00+01:00"))
-        executor = engine.plans.get(done).executors[0]  # type: ignore[index]
+        executor = engine.plans.get(done).executors.items[0]
         clock.current = executor.next_run_time
         engine.runner.run(executor.id)
         listed = api.get(f"/api/1/plans?all={word}")
@@ -241,7 +241,7 @@ class TestListPlans:
         self, api: Api, engine: Engine, clock: FixedClock, word: str
     ) -> None:
         done = create(api, exact_plan(date="2026-12-01T10:30:00+01:00"))
-        executor = engine.plans.get(done).executors[0]  # type: ignore[index]
+        executor = engine.plans.get(done).executors.items[0]
         clock.current = executor.next_run_time
         engine.runner.run(executor.id)
         assert api.get(f"/api/1/plans/?all={word}").body["plans"] == []
@@ -326,7 +326,7 @@ class TestListExecutors:
 class TestGetExecutor:
     def test_outcome_is_shown(self, api: Api, engine: Engine, clock: FixedClock) -> None:
         plan_id = create(api, exact_plan())
-        executor_id = engine.plans.get(plan_id).executors[0].id  # type: ignore[index]
+        executor_id = engine.plans.get(plan_id).executors.items[0].id
         before = api.get(f"/api/1/executors/{executor_id}")
         assert before.status == 200
         assert before.headers["content-type"] == HAL
@@ -353,7 +353,7 @@ class TestGetExecutor:
 class TestRescheduleExecutor:
     def executor_id(self, api: Api, engine: Engine) -> str:
         plan_id = create(api, exact_plan())
-        return engine.plans.get(plan_id).executors[0].id  # type: ignore[index]
+        return engine.plans.get(plan_id).executors.items[0].id
 
     @pytest.mark.parametrize(
         ("date", "shown"),
@@ -426,7 +426,7 @@ class TestDeleteExecutor:
         self, api: Api, engine: Engine, scheduler: RecordingScheduler
     ) -> None:
         plan_id = create(api, simple_plan(times=2))
-        first, second = engine.plans.get(plan_id).executors  # type: ignore[misc]
+        first, second = engine.plans.get(plan_id).executors.items
         answer = api.delete(f"/api/1/executors/{first.id}")
         assert answer.status == 200
         assert answer.body == {"msg": f"Executor {first.id} successfully deleted"}
