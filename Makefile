@@ -46,12 +46,14 @@ REGION ?= $(or $(AWS_REGION),$(AWS_DEFAULT_REGION),eu-west-1)
 STACK ?= chaos-monkey-engine-$(STAGE)
 OUT := out/$(STAGE)
 
-# The Chalice app merged with infra/, in out/<stage>/: sam.json and deployment.zip.
+# The Chalice app merged with infra/, in out/<stage>/: sam.json and deployment.zip,
+# slimmed of test suites and unused botocore models (docs/benchmarks.md).
 package: install
 	rm -rf $(OUT)
 	$(BIN)/python infra/merge.py $(STAGE) $(OUT)/merge.json
 	AWS_DEFAULT_REGION=$(REGION) $(BIN)/chalice package --stage $(STAGE) \
 		--merge-template $(OUT)/merge.json $(OUT)
+	$(BIN)/python infra/slim_package.py $(OUT)/deployment.zip
 
 lint-infra: package
 	$(BIN)/cfn-lint infra/resources.yaml $(OUT)/sam.json

@@ -1,47 +1,51 @@
-"""`chalice package` merged with infra/: what the zip holds and what the template grants."""
+"""`make package`, merged with infra/ and slimmed: what the zip holds, what the template grants."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
+from chalicelib.local.fake_aws import FAKE_AWS
+from infra.slim_package import (
+    BOTOCORE_SERVICES,
+    RUNTIME_PROVIDED,
+    is_shipped,
+    runtime_stand_in,
+    unpack,
+)
+from tests.aws.test_stage_wiring import stage_environment
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+MAX_ZIPPED_BYTES = 20_000_000
+
+# The code of the Lambda functions, as shipped; local mode's modules are in the zip (they
+# live in chalicelib/) but the Lambda functions never import them.
+FIRST_PARTY = ("app.py", "chalicelib/", "attacks/", "planners/", "chaosmonkey/")
+LOCAL_ONLY = ("chalicelib.local", "chalicelib.adapters.local_scheduler", "apscheduler", "moto")
 
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The dev stage packaged exactly as `make package` does it."""
+    """The dev stage packaged by the Makefile's own `package` recipe, into a temporary dir."""
     out = tmp_path_factory.mktemp("package")
-    env = {**os.environ, "AWS_DEFAULT_REGION": "eu-west-1"}
-    merge = out / "merge.json"
     subprocess.run(
-        [sys.executable, str(ROOT / "infra" / "merge.py"), "dev", str(merge)],
+        # -o install: use this virtualenv as it is; never reinstall it from a test.
+        ["make", "-o", "install", "package", "STAGE=dev", f"OUT={out}", f"BIN={BIN}"],
         check=True,
         cwd=ROOT,
-        env=env,
-    )
-    subprocess.run(
-        [
-            str(BIN / "chalice"),
-            "package",
-            "--stage",
-            "dev",
-            "--merge-template",
-            str(merge),
-            str(out),
-        ],
-        check=True,
-        cwd=ROOT,
-        env=env,
+        env={**os.environ, "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-west-1"},
         capture_output=True,
         timeout=600,
     )
@@ -84,11 +88,210 @@ def test_the_zip_holds_the_plugins_through_the_vendor_symlinks(names: list[str])
         assert expected in names, expected
 
 
+def test_every_plugin_and_fault_script_survives_the_slimming(names: list[str]):
+    for folder in ("attacks", "planners", "chaosmonkey"):
+        shipped = [
+            path.relative_to(ROOT).as_posix()
+            for path in (ROOT / folder).rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts
+        ]
+        assert shipped, folder
+        assert set(shipped) <= set(names), set(shipped) - set(names)
+    assert any(name.startswith("attacks/scripts/") for name in names)
+
+
 def test_the_zip_holds_no_tests_and_no_project_tooling(names: list[str]):
     tops = {name.split("/", 1)[0] for name in names}
     for unwanted in ("tests", "infra", "bench", "docs", ".venv", "vendor", "out", ".chalice"):
         assert unwanted not in tops, unwanted
     assert not any(name.startswith(("moto/", "apscheduler/", "pytest/")) for name in names)
+
+
+def test_the_zip_holds_no_test_suites_byte_code_or_unused_botocore_models(names: list[str]):
+    assert not [name for name in names if name.startswith("libcloud/test/")]
+    suites = [
+        name
+        for name in names
+        if {"test", "tests", "benchmarks", "__pycache__"} & set(PurePosixPath(name).parts[:-1])
+    ]
+    assert suites == []
+    assert not [name for name in names if name.endswith((".pyc", ".pyi"))]
+    services = {
+        name.split("/")[2]
+        for name in names
+        if name.count("/") > 3 and name.startswith("botocore/data/")
+    }
+    assert services == BOTOCORE_SERVICES
+
+
+def test_the_zip_keeps_what_the_attacks_load_at_run_time(names: list[str]):
+    for kept in (
+        "libcloud/compute/drivers/ec2.py",
+        "libcloud/compute/drivers/gce.py",  # terminate_node takes any provider
+        "libcloud/data/pricing.json",  # GCE's list_nodes reads it
+        "paramiko/transport.py",
+        "botocore/data/endpoints.json",
+        "botocore/data/scheduler/2021-06-30/service-2.json.gz",
+    ):
+        assert kept in names, kept
+    assert not any(name.startswith(RUNTIME_PROVIDED) for name in names)
+
+
+def test_the_zip_is_under_twenty_megabytes(package: Path):
+    size = (package / "deployment.zip").stat().st_size
+    assert size < MAX_ZIPPED_BYTES, f"deployment.zip is {size / 1e6:.1f} MB zipped"
+
+
+def test_the_slimming_keeps_code_and_drops_suites():
+    """The rule itself, on names taken from real packages."""
+    for kept in (
+        "app.py",
+        "attacks/scripts/burn_cpu.sh",
+        "libcloud/compute/drivers/ec2.py",
+        "libcloud/data/pricing.json",
+        "botocore/data/endpoints.json",
+        "botocore/data/dynamodb/2012-08-10/service-2.json.gz",
+        "cryptography-50.0.2.dist-info/licenses/LICENSE",
+    ):
+        assert is_shipped(kept), kept
+    for dropped in (
+        "libcloud/test/compute/fixtures/ec2/describe_instances.xml",
+        "jsonschema/tests/test_validators.py",
+        "jsonschema/benchmarks/issue232.py",
+        "certifi/tests/test_certify.py",
+        "chalicelib/__pycache__/app.cpython-311.pyc",
+        "rpds/__init__.pyi",
+        "botocore/data/s3/2006-03-01/service-2.json.gz",
+    ):
+        assert not is_shipped(dropped), dropped
+
+
+# The names of the boto3 clients the code creates: boto3.client("x") and _client("x").
+CLIENT_CALL = re.compile(r"""(?:boto3\.client|_client)\(\s*["']([a-z0-9-]+)["']""")
+
+
+def shipped_sources(names: list[str]) -> list[str]:
+    return [
+        name
+        for name in names
+        if name.endswith(".py")
+        and name.startswith(FIRST_PARTY)
+        and not name.removesuffix(".py").replace("/", ".").startswith(LOCAL_ONLY)
+    ]
+
+
+def test_every_aws_service_the_code_calls_keeps_its_botocore_model(names: list[str]):
+    called = {"dynamodb"}  # through PynamoDB
+    for name in shipped_sources(names):
+        called.update(CLIENT_CALL.findall((ROOT / name).read_text()))
+    assert {"scheduler", "sts", "ssm", "secretsmanager", "ec2"} <= called  # the scan works
+    assert called <= BOTOCORE_SERVICES, called - BOTOCORE_SERVICES
+
+
+def imported_modules(source: str) -> set[str]:
+    """Absolute imports of a module, at any depth, except `if TYPE_CHECKING:` blocks."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(source))
+    return found
+
+
+# Run with `python -S` in the unzipped package: no site-packages, so every module comes
+# from the zip, the standard library, or the stand-ins for what the Lambda runtime has.
+AS_LAMBDA = """
+import importlib, json, os, sys
+from app import app
+from chalicelib.api.context import engine_of
+engine = engine_of(app)  # what the API Lambda's first request does
+import boto3
+for service in sorted(SERVICES):
+    boto3.client(service, region_name="eu-west-1")
+for module in sorted(MODULES):
+    importlib.import_module(module)
+from libcloud.compute.providers import get_driver
+from libcloud.compute.types import Provider
+from libcloud.pricing import get_pricing
+for provider in (Provider.EC2, Provider.GCE):
+    get_driver(provider)
+get_pricing("compute", "gce_instances")
+files = {getattr(module, "__file__", None) for module in list(sys.modules.values())}
+print(json.dumps({
+    "scheduler": type(engine.scheduler).__name__,
+    "attacks": [attack["ref"] for attack in engine.attacks.catalogue()],
+    "files": sorted(file for file in files if file),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def lambda_task(package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return unpack(package / "deployment.zip", tmp_path_factory.mktemp("lambda") / "task")
+
+
+def test_the_slim_zip_runs_the_lambda_code_path_on_its_own(
+    names: list[str], lambda_task: Path, tmp_path: Path
+):
+    """Import every module the shipped code imports, from the unzipped package alone.
+
+    boto3 and s3transfer are not in the zip: the Lambda runtime provides them, and here
+    this virtualenv's copies stand in for the runtime's. Nothing else of the virtualenv is
+    visible (``-S``), so a module the slimming removed fails the import.
+    """
+    modules = set()
+    for name in shipped_sources(names):
+        modules |= imported_modules((lambda_task / name).read_text())
+    modules = {module for module in modules if not module.startswith(LOCAL_ONLY)}
+    assert {"libcloud.compute.providers", "paramiko", "pynamodb.models"} <= modules
+    stand_in = runtime_stand_in(tmp_path / "runtime")
+    probe = AS_LAMBDA.replace("SERVICES", repr(sorted(BOTOCORE_SERVICES))).replace(
+        "MODULES", repr(sorted(modules))
+    )
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CME_", "PYTHON", "PYTEST", "COV_"))
+    }
+    env.update(FAKE_AWS)
+    env.update(stage_environment("dev"))
+    env["PYTHONPATH"] = os.pathsep.join([str(lambda_task), str(stand_in)])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        cwd=lambda_task,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["scheduler"] == "EventBridgeScheduler"
+    assert "terminate_node:TerminateNode" in report["attacks"]
+    standard = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
+    outside = [
+        file
+        for file in report["files"]
+        if not file.startswith((str(lambda_task), str(stand_in), *standard))
+    ]
+    assert outside == []
+    from_stand_in = {
+        Path(file).relative_to(stand_in).parts[0]
+        for file in report["files"]
+        if file.startswith(str(stand_in))
+    }
+    assert "boto3" in from_stand_in
+    assert from_stand_in <= set(RUNTIME_PROVIDED)
 
 
 # -- the template -------------------------------------------------------------------------
