@@ -46,13 +46,16 @@ class Api:
         body: Any = None,
         raw: bytes | None = None,
         content_type: str = "application/json",
+        *,
+        headers: dict[str, str] | None = None,
     ) -> Answer:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        headers = {"Content-Type": content_type} if data is not None else {}
-        response = getattr(self.client.http, method)(path, body=data, headers=headers)
+        sent = {"Content-Type": content_type} if data is not None else {}
+        sent.update(headers or {})
+        response = getattr(self.client.http, method)(path, body=data, headers=sent)
         text = response.body.decode() if response.body else ""
-        headers = {key.lower(): value for key, value in response.headers.items()}
-        return Answer(response.status_code, headers, json.loads(text) if text else None)
+        answered = {key.lower(): value for key, value in response.headers.items()}
+        return Answer(response.status_code, answered, json.loads(text) if text else None)
 
     def get(self, path: str) -> Answer:
         return self.call("get", path)
