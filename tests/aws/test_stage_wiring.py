@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from chalice.test import Client
 
 from chalicelib.adapters.dynamo import DynamoStore
-from chalicelib.settings import Settings
+from chalicelib.domain.model import EARLY_DELIVERY_WINDOW
+from chalicelib.settings import ATTACK_TIME_MARGIN, Settings
 from tests.aws.conftest import ACCOUNT, REGION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,3 +77,67 @@ def test_dev_and_prod_name_their_own_resources():
         for name in ("CME_SCHEDULER_ROLE_ARN", "CME_ATTACK_FUNCTION_ARN", "CME_DEAD_LETTER_ARN"):
             assert prefix in environment[name]
     assert "CME_AUTH" not in stage_environment("local")
+
+
+# -- the attack Lambda's timeout, the setting that mirrors it, and the lease ---------------
+
+LAMBDA_MAX_TIMEOUT = 900  # Lambda's own maximum (docs/deploy.md, "Time limits")
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_attack_timeout_setting_is_the_attack_lambdas_timeout_and_within_the_lease(
+    stage: str,
+):
+    timeout = CONFIG["stages"][stage]["lambda_functions"]["attack"]["lambda_timeout"]
+    environment = stage_environment(stage)
+    assert timeout == LAMBDA_MAX_TIMEOUT
+    assert int(environment["CME_ATTACK_FUNCTION_TIMEOUT_SECONDS"]) == timeout
+    # The reaper never ends a run whose Lambda may still be alive.
+    assert int(environment["CME_MAX_RUN_SECONDS"]) >= timeout
+    settings = Settings.from_env(environment)
+    assert settings.attack_function_timeout == timedelta(seconds=timeout)
+    # What plans may ask of an attack: the Lambda's time less the longest wait for the
+    # executor's second and a margin (900 - 125 - 30 = 745 s).
+    limit = timedelta(seconds=timeout) - EARLY_DELIVERY_WINDOW - ATTACK_TIME_MARGIN
+    assert settings.attack_time_limit == limit == timedelta(seconds=745)
+
+
+def test_every_stage_with_an_attack_lambda_declares_its_timeout():
+    for name, stage in CONFIG["stages"].items():
+        attack = stage.get("lambda_functions", {}).get("attack")
+        environment = stage_environment(name)
+        if attack is None:
+            assert "CME_ATTACK_FUNCTION_TIMEOUT_SECONDS" not in environment, name
+        else:
+            assert environment["CME_ATTACK_FUNCTION_TIMEOUT_SECONDS"] == str(
+                attack["lambda_timeout"]
+            ), name
+
+
+# -- the scheduler role: only Scheduler, for this account and this stage's group ----------
+
+
+def merged_template(stage: str) -> dict[str, Any]:
+    spec = importlib.util.spec_from_file_location("cme_infra_merge", ROOT / "infra" / "merge.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.merged(stage))
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_only_the_stages_schedule_group_may_have_scheduler_assume_its_role(stage: str):
+    resources = merged_template(stage)["Resources"]
+    role = resources["SchedulerRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        # The Scheduler user guide: aws:SourceArn is the schedule *group*'s ARN.
+        "ArnLike": {"aws:SourceArn": {"Fn::GetAtt": ["ScheduleGroup", "Arn"]}},
+    }
+    # ... and that group is the one the stage's engine creates its schedules in.
+    group = resources["ScheduleGroup"]["Properties"]["Name"]
+    assert group == {"Fn::Sub": "chaos-monkey-engine-${Stage}"}
+    assert stage_environment(stage)["CME_SCHEDULE_GROUP"] == f"chaos-monkey-engine-{stage}"
