@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,6 +19,9 @@ from chalicelib.settings import Settings
 from tests.conftest import FixedClock
 
 ACCOUNT = "123456789012"  # moto's account
+# What the EventBridge adapter takes as "now" unless a test gives it a clock: the start
+# of tests.conftest's fixed clock, so that schedules in these tests are ahead of it.
+ADAPTER_NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 REGION = "eu-west-1"
 GROUP = "cme-test"
 TARGET = ScheduleTarget(
@@ -97,6 +100,7 @@ def make_scheduler(scheduler_client: Any, sleeps: Sleeps) -> Callable[..., Event
             "allowed_lateness": timedelta(minutes=10),
             "rate_per_second": 0,
             "sleep": sleeps,
+            "now": lambda: ADAPTER_NOW,
         }
         options.update(overrides)
         return EventBridgeScheduler(**options)
@@ -140,6 +144,8 @@ def aws_engine_on(
                 allowed_lateness=aws_settings.allowed_lateness,
                 concurrency=4,
                 rate_per_second=0,
+                plan_deadline=aws_settings.plan_deadline,
+                now=clock.now,
                 sleep=sleeps,
             )
 
