@@ -25,6 +25,30 @@ def validate(instance: Any, schema: dict[str, Any] | None, where: str) -> None:
     raise InvalidPayload(f"{path}: {error.message}")
 
 
+def planner_schema_target(schema: dict[str, Any] | None) -> str:
+    """What a planner's schema describes: ``"planner"`` (the whole ``{"ref", "args"}``
+    object) or ``"planner.args"``.
+
+    The 2017 documentation's planner schemas describe the whole object (their
+    ``properties`` are ``ref`` and ``args``); validated against ``args`` they would check
+    nothing, since an ``args`` object has neither key. A schema whose ``properties`` name
+    ``ref`` or ``args`` is therefore taken to be 2017-shaped; any other describes ``args``.
+    """
+    properties = (schema or {}).get("properties")
+    if isinstance(properties, dict) and ("ref" in properties or "args" in properties):
+        return "planner"
+    return "planner.args"
+
+
+def validate_planner(planner: dict[str, Any], schema: dict[str, Any] | None) -> None:
+    """Validate a plan's ``planner`` object with its planner class's schema, applied to
+    the whole object or to its ``args`` as :func:`planner_schema_target` decides."""
+    if planner_schema_target(schema) == "planner":
+        validate(planner, schema, "planner")
+    else:
+        validate(planner.get("args"), schema, "planner.args")
+
+
 def check_schema(schema: Any) -> str | None:
     """Return why ``schema`` is not a usable JSON Schema, or None if it is."""
     if schema is None:

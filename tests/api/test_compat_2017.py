@@ -102,3 +102,52 @@ def test_2017_documented_put_date_format(api: Api, engine: Engine) -> None:
     )
     assert moved.status == 200
     assert moved.body["next_run_time"] == "2027-10-23T19:19:00+02:00"
+
+
+def test_a_planner_that_imports_pytz_loads_and_plans(api: Api, engine: Engine) -> None:
+    assert not [error for error in engine.planners.errors if "pytz_planner" in error.path]
+    payload = {
+        "name": "pytz",
+        "attack": {"ref": "my_attack:MyAttack"},
+        "planner": {"ref": "pytz_planner:NewYorkPlanner", "args": {"date": "2026-12-01T09:30"}},
+    }
+    answer = api.post("/api/1/plans/", payload)
+    assert answer.status == 200, answer.body
+    [executor] = api.get(f"/api/1/plans/{answer.body['id']}").body["_embedded"]["executors"]
+    # 09:30 in New York (EST, UTC-5) is 15:30 in Madrid (CET, UTC+1).
+    assert executor["next_run_time"] == "2026-12-01T15:30:00+01:00"
+
+
+def hourly_plan(times: object) -> dict[str, Any]:
+    return {
+        "name": "hourly",
+        "attack": {"ref": "my_attack:MyAttack"},
+        "planner": {
+            "ref": "times_planner:HourlyPlanner",
+            "args": {"date": "2026-12-01T11:00", "times": times},
+        },
+    }
+
+
+def test_a_2017_shaped_planner_schema_validates_the_whole_planner_object(api: Api) -> None:
+    refused = api.post("/api/1/plans/", hourly_plan("x"))
+    assert refused.status == 400
+    assert refused.body["msg"].startswith("invalid payload planner.args.times:"), refused.body
+    assert "'x' is not of type 'integer'" in refused.body["msg"]
+    accepted = api.post("/api/1/plans/", hourly_plan(2))
+    assert accepted.status == 200, accepted.body
+    assert api.get(f"/api/1/plans/{accepted.body['id']}").body["executors_count"] == 2
+
+
+def test_a_schema_that_describes_args_still_validates_args(api: Api) -> None:
+    payload = {
+        "name": "simple",
+        "attack": {"ref": "my_attack:MyAttack"},
+        "planner": {
+            "ref": "simple_planner:SimplePlanner",
+            "args": {"min_time": "10:00", "max_time": "11:00", "times": "x"},
+        },
+    }
+    refused = api.post("/api/1/plans/", payload)
+    assert refused.status == 400
+    assert refused.body["msg"].startswith("invalid payload planner.args.times:"), refused.body

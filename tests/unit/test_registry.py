@@ -10,6 +10,7 @@ import pytest
 from chalicelib.domain.errors import UnknownPlugin
 from chalicelib.plugins.contract import Attack, Planner
 from chalicelib.plugins.registry import load_plugins
+from chalicelib.plugins.validation import planner_schema_target
 from chalicelib.settings import builtin_folder
 from tests.conftest import FIXTURES
 
@@ -88,3 +89,25 @@ def test_unknown_ref_message_quotes_it_and_lists_known() -> None:
         attacks.resolve("terminate:Nope")
     assert "'terminate:Nope'" in raised.value.message
     assert "api_request:ApiRequest" in raised.value.message
+
+
+def test_2017_planners_load_including_one_that_imports_pytz() -> None:
+    planners = load_plugins("planners", Planner, [FIXTURES / "plugins_2017" / "planners"])
+    assert planners.errors == []
+    assert "pytz_planner:NewYorkPlanner" in planners.refs
+
+
+@pytest.mark.parametrize(
+    ("ref", "target"),
+    [
+        ("my_planner:MyPlanner", "planner"),  # the 2017 documentation's example
+        ("times_planner:HourlyPlanner", "planner"),
+        ("code_form_planner:TwiceDailyPlanner", "planner.args"),
+        ("simple_planner:SimplePlanner", "planner.args"),
+        ("exact_planner:ExactPlanner", "planner.args"),
+    ],
+)
+def test_a_planner_schema_applies_to_what_it_describes(ref: str, target: str) -> None:
+    folders = [builtin_folder("planners"), FIXTURES / "plugins_2017" / "planners"]
+    planners = load_plugins("planners", Planner, folders)
+    assert planner_schema_target(planners.resolve(ref).schema) == target
