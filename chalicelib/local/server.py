@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import socket
+import sys
 import time
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -85,6 +86,10 @@ class EngineHTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Called inside the except block of the request's thread.
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):  # the client went away: nothing to fix here
+            log.info("connection from %s closed by the client: %s", client_address[0], error)
+            return
         log.warning("connection from %s ended in error", client_address[0], exc_info=True)
 
 
