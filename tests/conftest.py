@@ -72,6 +72,7 @@ socket.socket.connect = _guarded_connect  # type: ignore[method-assign,assignmen
 socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign,assignment]
 socket.getaddrinfo = _guarded_getaddrinfo  # type: ignore[assignment]
 
+from chalicelib.adapters.sqlite_store import SqliteStore  # noqa: E402
 from chalicelib.bootstrap import Engine, build_engine  # noqa: E402
 from chalicelib.settings import Settings  # noqa: E402
 
@@ -157,6 +158,14 @@ def clock() -> FixedClock:
 @pytest.fixture
 def settings() -> Settings:
     return Settings(plans_table="test-plans", executors_table="test-executors")
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, settings: Settings) -> Iterator[SqliteStore]:
+    """Local mode's store on a file of the test's own."""
+    store = SqliteStore(tmp_path / "store.sqlite3", executed_retention=settings.executed_retention)
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -1,0 +1,328 @@
+"""What only the SQLite store promises: its query plans, retention, its file, its threads."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib.adapters import sqlite_store
+from chalicelib.adapters.sqlite_store import SqliteStore, _Pool
+from chalicelib.domain.errors import StorageError
+from chalicelib.domain.model import ExecutorStatus
+from chalicelib.domain.ports import ExecutorQuery, PlanQuery, Store
+from tests.conftest import FixedClock
+from tests.contract.conftest import T0, add, claim, counts, finish, make_executors, make_plan
+
+S = ExecutorStatus
+RETENTION = timedelta(days=90)
+# A plan in EXPLAIN QUERY PLAN that reads a whole table, or sorts what it read.
+WHOLE_READ = re.compile(r"\bSCAN (executors|plans|e|p|x)\b|TEMP B-TREE")
+
+
+def as_port(store: SqliteStore) -> Store:
+    """Never called: mypy checks here that SqliteStore implements the Store port."""
+    return store
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "engine.sqlite3"
+
+
+@pytest.fixture
+def store(path: Path, clock: FixedClock) -> Iterator[SqliteStore]:
+    sqlite = SqliteStore(path, executed_retention=RETENTION, clock=clock)
+    yield sqlite
+    sqlite.close()
+
+
+@pytest.fixture
+def statements(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement the store's connections run."""
+    seen: list[str] = []
+    for connection in store._pool._idle:
+        connection.set_trace_callback(seen.append)
+    open_connection = _Pool._open
+
+    def traced(pool: _Pool) -> sqlite3.Connection:
+        connection = open_connection(pool)
+        connection.set_trace_callback(seen.append)
+        return connection
+
+    monkeypatch.setattr(_Pool, "_open", traced)
+    return seen
+
+
+def query_plans(path: Path, sql: list[str]) -> dict[str, list[str]]:
+    """EXPLAIN QUERY PLAN of each data statement (values already bound by the trace)."""
+    plans: dict[str, list[str]] = {}
+    with sqlite3.connect(path) as connection:
+        for statement in sql:
+            if not statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+                continue
+            rows = connection.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()
+            plans[statement] = [row[3] for row in rows]
+    connection.close()
+    return plans
+
+
+def test_every_read_and_write_uses_an_index(
+    store: SqliteStore, path: Path, statements: list[str]
+) -> None:
+    plan, executors = add(store, minutes=range(1, 30))
+    add(store, minutes=[2, 4], committed=False, created=T0 - timedelta(days=1))
+    add(store, minutes=[5], created=T0 - timedelta(days=2))
+    statements.clear()
+
+    page = store.list_executors(ExecutorQuery(), 5, None)
+    store.list_executors(ExecutorQuery(), 5, page.cursor)
+    page = store.list_executors(ExecutorQuery(executed=None, latest_first=True), 5, None)
+    store.list_executors(ExecutorQuery(executed=None, latest_first=True), 5, page.cursor)
+    store.list_executors(ExecutorQuery(executed=True), 5, None)
+    ranged = ExecutorQuery(due_from=T0 + timedelta(minutes=3), due_until=T0 + timedelta(hours=1))
+    page = store.list_executors(ranged, 5, None)
+    store.list_executors(ranged, 5, page.cursor)
+    page = store.list_executors(ExecutorQuery(executed=None, plan_id=plan.id), 5, None)
+    store.list_executors(ExecutorQuery(executed=None, plan_id=plan.id), 5, page.cursor)
+    store.list_executors(ExecutorQuery(statuses=frozenset({S.RUNNING})), 5, None)
+    plans_page = store.list_plans(PlanQuery(pending=True, executed=True), 1, None)
+    store.list_plans(PlanQuery(pending=True, executed=True), 1, plans_page.cursor)
+    store.get_plan(plan.id)
+    store.get_executor(executors[0].id)
+    store.list_running(T0 + timedelta(hours=1), 10)
+    store.list_undelivered(T0 + timedelta(hours=1), 10)
+    store.list_abandoned_plans(T0, 10)
+    claim(store, executors[0])
+    finish(store, executors[0], S.SUCCEEDED)
+    store.move_executor(executors[1].id, T0 + timedelta(hours=2))
+    store.delete_executor(executors[2])
+    store.purge_executor(executors[3].id)
+    store.purge_expired(T0 + RETENTION * 2)
+    stored = store.get_plan(plan.id)
+    assert stored is not None
+    store.delete_plan(stored)
+
+    plans = query_plans(path, statements)
+
+    assert len(plans) >= 25
+    whole_reads = {sql: steps for sql, steps in plans.items() if WHOLE_READ.search(str(steps))}
+    assert whole_reads == {}
+    used = " ".join(step for steps in plans.values() for step in steps)
+    for index in (
+        "executors_by_status",
+        "executors_by_plan",
+        "executors_running",
+        "executors_settled",
+        "plans_by_state",
+        "plans_uncommitted",
+        "plans_settled",
+    ):
+        assert index in used
+
+
+def vm_steps(store: SqliteStore, work: Callable[[], Any]) -> int:
+    """How many tens of SQLite VM instructions ``work`` runs: a cost that, unlike time,
+    does not depend on the machine."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    idle = store._pool._idle  # single-threaded here: the work uses these connections
+    assert idle
+    for connection in idle:
+        connection.set_progress_handler(count, 10)
+    work()
+    for connection in idle:
+        connection.set_progress_handler(None, 0)
+    return steps
+
+
+def test_no_read_costs_more_with_more_executors_stored(store: SqliteStore) -> None:
+    plans = [add(store, minutes=[n + k / 50 for k in range(40)])[0] for n in range(25)]
+    for executor in store.list_executors(ExecutorQuery(), 3, None).items:
+        claim(store, executor)
+    limit = 20
+
+    def reads() -> None:
+        page = store.list_executors(ExecutorQuery(), limit, None)
+        store.list_executors(ExecutorQuery(), limit, page.cursor)
+        store.list_executors(ExecutorQuery(executed=None, latest_first=True), limit, None)
+        store.list_executors(ExecutorQuery(statuses=frozenset({S.RUNNING})), limit, None)
+        store.list_executors(ExecutorQuery(executed=True), limit, None)
+        listed = store.list_plans(PlanQuery(pending=True, executed=True), limit, None)
+        assert len(listed.items) == limit
+        store.get_plan(plans[3].id)
+        page = store.list_executors(ExecutorQuery(plan_id=plans[3].id), limit, None)
+        assert len(page.items) == limit
+        store.list_running(T0 + timedelta(days=1), limit)
+        assert len(store.list_undelivered(T0 + timedelta(minutes=5), limit)) == limit
+
+    small = vm_steps(store, reads)
+    for number in range(25):
+        add(store, minutes=[number + k / 1000 + 0.0001 for k in range(800)])
+    large = vm_steps(store, reads)
+
+    assert small > 400
+    # Twenty-one times the executors: a read that scanned them would cost about that much
+    # more; reads on index ranges cost a few more steps for a deeper B-tree.
+    assert large < small * 1.3
+
+
+def test_purge_expired_removes_what_settled_before_the_retention(
+    store: SqliteStore, clock: FixedClock
+) -> None:
+    settled, (done,) = add(store, minutes=[1])
+    running, (finished, still) = add(store, minutes=[1, 2])
+    uncommitted, _ = add(store, minutes=[1], committed=False)
+    claim(store, done)
+    finish(store, done, S.SUCCEEDED)
+    claim(store, finished)
+    finish(store, finished, S.FAILED)
+    clock.advance(days=10)
+    late, (late_one,) = add(store, minutes=[1])
+    assert store.transition(late_one, S.MISSED, {"reason": "late"})
+
+    assert store.purge_expired(T0 + RETENTION - timedelta(seconds=1)).executors == 0
+    purged = store.purge_expired(T0 + RETENTION + timedelta(seconds=1))
+
+    assert (purged.plans, purged.executors) == (1, 2)
+    assert store.get_plan(settled.id) is None
+    assert store.get_executor(done.id) is None
+    assert store.get_executor(finished.id) is None
+    assert store.get_executor(still.id) == still
+    assert counts(store, running.id) == {"failed": 1, "scheduled": 1}  # history stays
+    assert store.get_plan(uncommitted.id) is not None
+    assert store.get_executor(late_one.id) == late_one
+    assert store.get_plan(late.id) is not None
+
+    later = store.purge_expired(T0 + RETENTION + timedelta(days=11))
+
+    assert (later.plans, later.executors) == (1, 1)
+    assert store.get_plan(late.id) is None
+    assert store.get_plan(running.id) is not None
+
+
+def test_purge_expired_works_in_batches(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan, executors = add(store, minutes=range(1, 13))
+    for executor in executors:
+        assert store.transition(executor, S.SKIPPED, {"reason": "dry run"})
+    monkeypatch.setattr(sqlite_store, "PURGE_BATCH", 5)
+
+    purged = store.purge_expired(T0 + RETENTION * 2)
+
+    assert (purged.plans, purged.executors) == (1, 12)
+    assert store.get_plan(plan.id) is None
+
+
+def test_add_plan_failing_half_way_leaves_nothing(store: SqliteStore) -> None:
+    plan = make_plan()
+    executors = make_executors(plan, [1, 2, 3, 4])
+    executors[3].id = executors[1].id  # the fourth insert fails inside the transaction
+
+    with pytest.raises(StorageError, match="UNIQUE"):
+        store.add_plan(plan, executors)
+
+    assert store.get_plan(plan.id) is None
+    assert [store.get_executor(e.id) for e in executors] == [None] * 4
+
+
+def test_data_survives_closing_and_reopening(path: Path, clock: FixedClock) -> None:
+    first = SqliteStore(path, clock=clock)
+    plan, (executor,) = add(first, minutes=[1])
+    claim(first, executor)
+    first.close()
+
+    second = SqliteStore(path, clock=clock)
+    try:
+        assert second.get_executor(executor.id) == executor
+        assert counts(second, plan.id) == {"running": 1}
+    finally:
+        second.close()
+
+
+def test_the_file_is_in_wal_mode_with_foreign_keys(store: SqliteStore, path: Path) -> None:
+    with store._pool.connection() as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+
+
+def test_a_file_of_another_schema_version_is_refused(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA user_version = 99")
+    connection.close()
+
+    with pytest.raises(StorageError, match="version 99"):
+        SqliteStore(path)
+
+
+def test_a_closed_store_refuses_work(store: SqliteStore) -> None:
+    store.close()
+    store.close()
+    with pytest.raises(StorageError, match="closed"):
+        store.get_plan("any")
+
+
+def test_an_unreadable_executor_does_not_stop_the_reapers_lists(
+    store: SqliteStore, path: Path
+) -> None:
+    _, (broken, fine) = add(store, minutes=[1, 2])
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE executors SET attack = '{not json' WHERE id = ?", (broken.id,))
+    connection.close()
+
+    with pytest.raises(StorageError, match=broken.id):
+        store.get_executor(broken.id)
+    assert store.list_undelivered(T0 + timedelta(hours=1), 10) == [broken.id, fine.id]
+
+    store.purge_executor(broken.id)
+
+    assert store.get_executor(broken.id) is None
+    assert [e.id for e in store.list_executors(ExecutorQuery(), 10, None).items] == [fine.id]
+
+
+def test_many_threads_share_a_few_connections(path: Path, clock: FixedClock) -> None:
+    store = SqliteStore(path, clock=clock, max_connections=2)
+    try:
+        plan, executors = add(store, minutes=range(1, 17))
+        errors: list[BaseException] = []
+
+        def work(number: int) -> None:
+            try:
+                executor = executors[number]
+                store.list_executors(ExecutorQuery(executed=None), 10, None)
+                claim(store, executor)
+                store.list_plans(PlanQuery(pending=True, executed=True), 10, None)
+                finish(store, executor, S.SUCCEEDED)
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+        assert not any(thread.is_alive() for thread in threads)
+        assert errors == []
+        assert counts(store, plan.id) == {"succeeded": 16}
+    finally:
+        store.close()
