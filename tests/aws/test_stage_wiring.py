@@ -53,9 +53,14 @@ def test_a_plan_posted_to_the_dev_stage_is_scheduled_with_its_resources(
     assert engine.runner.allowed_lateness == timedelta(minutes=10)
     (summary,) = scheduler.list_schedules(GroupName="chaos-monkey-engine-dev")["Schedules"]
     schedule = scheduler.get_schedule(Name=summary["Name"], GroupName="chaos-monkey-engine-dev")
-    # Madrid wall time 10:00 in winter is 09:00 UTC.
-    assert schedule["ScheduleExpression"] == "at(2099-01-01T09:00:00)"
+    # Madrid wall time 10:00 in winter is 09:00 UTC; Scheduler fires anywhere in the minute
+    # of its at(), so the schedule is for the minute before and the attack Lambda waits.
+    assert schedule["ScheduleExpression"] == "at(2099-01-01T08:59:00)"
     target = schedule["Target"]
+    assert json.loads(target["Input"]) == {
+        "executor_id": summary["Name"],
+        "run_at": "2099-01-01T09:00:00+00:00",
+    }
     assert target["Arn"] == (
         f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:chaos-monkey-engine-dev-attack"
     )
