@@ -35,7 +35,7 @@ def planned(
             "planner": {"ref": "exact_planner:ExactPlanner", "args": {"date": "2026-12-01T09:30Z"}},
         }
     )
-    (executor,) = engine.store.list_plan_executors(plan.id, limit=10)
+    (executor,) = engine.plans.get(plan.id).executors.items
     return engine, executor
 
 

@@ -50,7 +50,7 @@ def test_plan_with_many_executors_gets_one_schedule_each(
 
     assert response.status_code == 200, response.body
     plan_id = json.loads(response.body)["id"]
-    executors = engine.store.list_plan_executors(plan_id, limit=100)
+    executors = engine.plans.get(plan_id, limit=100).executors.items
     assert len(executors) == TIMES
     assert schedule_names(scheduler_client) == sorted(executor.id for executor in executors)
 
