@@ -175,11 +175,15 @@ def scheduler() -> RecordingScheduler:
 
 @pytest.fixture
 def engine(
-    aws: None, settings: Settings, clock: FixedClock, scheduler: RecordingScheduler
+    aws: None,
+    settings: Settings,
+    clock: FixedClock,
+    scheduler: RecordingScheduler,
+    sqlite_store: SqliteStore,
 ) -> Engine:
-    """An engine on moto's DynamoDB with a fixed clock and a recording scheduler."""
-    from chalicelib.adapters.dynamo import DynamoStore
+    """An engine on local mode's SQLite store with a fixed clock and a recording scheduler.
 
-    store = DynamoStore(settings)
-    store.create_tables()
-    return build_engine(settings, store, lambda runner: scheduler, clock)
+    moto stays active (``aws``) for the attacks' targets and as the guard against real
+    AWS; the DynamoDB store passes the same contract suite (tests/contract).
+    """
+    return build_engine(settings, sqlite_store, lambda runner: scheduler, clock)
