@@ -1,64 +1,173 @@
-"""DynamoDB storage of plans and executors through PynamoDB.
+"""The Store port on two DynamoDB tables, through PynamoDB (the deployed engine's storage).
 
-Tables and indexes (all reads on request paths are Queries):
+Tables and indexes (every list is a Query on an index, never a Scan):
 
-- plans: hash ``id``; GSI ``by_bucket`` (``bucket`` = pending|executed, ``created``).
-- executors: hash ``id``; GSI ``by_bucket`` (``bucket``, ``next_run_time``) for the
-  executor list, GSI ``by_plan`` (``plan_id``, ``plan_order`` = ``<bucket>#<time>``)
-  for a plan's executors and its next pending one. ``by_bucket`` also finds running
-  executors that outlived their lease: they are pending, and were claimed no sooner than
-  EARLY_TOLERANCE before their time, so only the pending bucket's past is read.
+- plans: hash ``id``. GSI ``by_bucket``: hash ``bucket`` = ``<creating|pending|executed>#<shard>``,
+  range ``bucket_order`` = ``<created>#<id>``.
+- executors: hash ``id``. GSI ``by_bucket``: hash ``bucket`` = ``<pending|executed>#<shard>``,
+  range ``bucket_order`` = ``<next_run_time>#<id>``. GSI ``by_plan``: hash ``plan_id``,
+  range ``plan_order`` = ``<pending|executed>#<next_run_time>#<id>`` (a plan's executors by
+  time, and its first pending one with one ``Limit`` 1 Query).
 
-Status changes are conditional writes in one transaction with the plan's counters, so
-two deliveries of the same executor cannot both claim it and the counts stay exact.
+Why shards: a GSI partition has the same per-partition throughput limits as a table's,
+and a write to the table is throttled when an index cannot take its share ("GSI write
+throttling and back pressure",
+https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/gsi-throttling.html).
+With one constant ``bucket`` every executor write (claims, outcomes, counters) lands on one
+index partition; ``SHARDS`` spreads them by a stable hash of the id. A list queries the
+shards in parallel and merges them; range keys end with the id, so they are unique and
+a cursor ("after this key") is exact even when many items share a second.
+
+Status changes are conditional writes in one TransactWriteItems with the plan's
+counters, retried (with jittered exponential backoff, bounded) when DynamoDB cancels them
+for a conflict or throttling; so two deliveries of one executor cannot both claim it, and
+the counts stay exact when many executors of a plan finish together.
+
+Terminal executors and settled plans carry ``expires_at`` (epoch seconds): DynamoDB's TTL
+deletes them ``settings.executed_retention`` later.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import functools
+import hashlib
+import json
 import logging
-from collections.abc import Sequence
+import math
+import random
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from botocore.exceptions import ClientError
 from pynamodb.attributes import (
     BooleanAttribute,
     JSONAttribute,
     NumberAttribute,
+    TTLAttribute,
     UnicodeAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.exceptions import PynamoDBException, TransactWriteError
+from pynamodb.exceptions import PynamoDBException
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.domain.errors import ExecutorAlreadyRun, ExecutorNotFound, StorageError
-from chalicelib.domain.model import (
-    EARLY_TOLERANCE,
-    Executor,
-    ExecutorStatus,
-    Plan,
-    StatusCounts,
-    can_transition,
+from chalicelib.domain.errors import (
+    ExecutorAlreadyRun,
+    ExecutorNotFound,
+    InvalidCursor,
+    OrphanExecutor,
+    PlanExists,
+    PlanNotFound,
+    StorageError,
 )
-from chalicelib.domain.times import from_storage, to_storage
+from chalicelib.domain.model import Executor, ExecutorStatus, Plan, StatusCounts
+from chalicelib.domain.ports import Clock, ExecutorQuery, Page, PlanQuery
+from chalicelib.domain.times import from_storage, to_storage, utc_now
 from chalicelib.settings import Settings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+CREATING = "creating"
 PENDING = "pending"
 EXECUTED = "executed"
-# list_running and list_undelivered read at most this many pages of this many items.
-RUNNING_PAGE_SIZE = 200
-RUNNING_MAX_PAGES = 10
+
+# Index partitions per bucket. 8 spreads index writes over 8 partitions (each takes
+# ~1,000 writes/s) while a list costs 8 small Queries per bucket, run in parallel.
+SHARDS = 8
+# Threads a list uses to query its partitions at once.
+QUERY_THREADS = 8
+# A list's first read asks each partition for this many times its share of the page, so
+# that one round usually suffices; a partition that runs short is read again.
+OVERSAMPLE = 2
+# Pages one partition may read for one list (a filter can leave pages empty): past that
+# the list answers with what it has and a cursor that resumes where it stopped.
+LIST_MAX_PAGES = 5
+# The reaper's reads (running / undelivered / abandoned): pages of this size, at most
+# SCAN_MAX_PAGES per partition per call.
+SCAN_PAGE_SIZE = 200
+SCAN_MAX_PAGES = 10
+# BatchWriteItem takes at most 25 requests, BatchGetItem 100 keys.
+BATCH_SIZE = 25
+BATCH_GET_SIZE = 100
+# Reads of a plan's executors when deleting it, while the index lists fewer than the
+# plan counts (an index lagging behind add_plan).
+INDEX_LAG_READS = 4
+# A cursor key longer than a range key can be is not one of ours.
+MAX_CURSOR_KEY = 1024
+
+CONDITION_FAILED = "ConditionalCheckFailed"
+# Cancellation reasons of TransactWriteItems that a later attempt can overcome. The API
+# reference lists them (TransactionConflict: "another transaction is in progress on the
+# item"; ThrottlingError / ProvisionedThroughputExceeded: capacity)
+# (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html),
+# and the SDK does not retry a TransactionCanceledException: botocore's standard mode
+# retries throttling *error codes* only, not a cancelled transaction
+# (https://docs.aws.amazon.com/boto3/latest/guide/retries.html).
+RETRYABLE_REASONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+# Whole-request throttling. botocore retries these a few times itself; when it gives up we
+# go on with our own (longer, jittered) backoff, as DynamoDB's error-handling guide asks
+# (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html#Programming.Errors.RetryAndBackoff).
+RETRYABLE_CODES = frozenset(
+    {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"}
+)
 
 
-def _bucket(status: ExecutorStatus) -> str:
+@dataclass(frozen=True)
+class Backoff:
+    """How writes are retried after a conflict or throttling: full-jitter exponential
+    delays, bounded both in attempts and in total time (a Lambda, and API Gateway's 29 s,
+    wait for us). ``sleep``, ``monotonic`` and ``jitter`` are seams for tests.
+
+    With the defaults the delays grow 50 ms, 100 ms, ... up to 1 s (each drawn uniformly
+    below that), 10 attempts and at most 8 s in all: 20 transactions on one plan item,
+    each a few milliseconds long, all get through well inside that.
+    """
+
+    attempts: int = 10
+    base_delay: float = 0.025
+    max_delay: float = 1.0
+    budget: float = 8.0
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    jitter: Callable[[], float] = random.random
+
+    def delay(self, attempt: int) -> float:
+        return float(self.jitter() * min(self.max_delay, self.base_delay * 2**attempt))
+
+
+def shard_of(item_id: str) -> int:
+    """A stable shard for an id (the same in every process, unlike ``hash``)."""
+    return zlib.crc32(item_id.encode()) % SHARDS
+
+
+def _bucket(kind: str, item_id: str) -> str:
+    return f"{kind}#{shard_of(item_id)}"
+
+
+def _executor_kind(status: ExecutorStatus) -> str:
     return EXECUTED if status.is_terminal else PENDING
 
 
 def _count_name(status: ExecutorStatus) -> str:
     return f"count_{status.value}"
+
+
+def _order(moment: datetime, item_id: str) -> str:
+    return f"{to_storage(moment)}#{item_id}"
 
 
 def build_models(settings: Settings) -> tuple[Any, Any]:
@@ -70,7 +179,7 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
             projection = AllProjection()
 
         bucket = UnicodeAttribute(hash_key=True)
-        created = UnicodeAttribute(range_key=True)
+        bucket_order = UnicodeAttribute(range_key=True)
 
     class PlanModel(Model):
         class Meta:
@@ -78,20 +187,26 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
             region = settings.aws_region
             host = settings.dynamodb_endpoint
             billing_mode = "PAY_PER_REQUEST"
+            max_pool_connections = QUERY_THREADS + 2
 
         id = UnicodeAttribute(hash_key=True)
         name = UnicodeAttribute()
         created = UnicodeAttribute()
         bucket = UnicodeAttribute()
+        bucket_order = UnicodeAttribute()
         planner = JSONAttribute()
         attack = JSONAttribute()
         dry_run = BooleanAttribute(default=False)
+        committed = BooleanAttribute(default=False)
+        fingerprint = UnicodeAttribute(null=True)
+        next_execution = UnicodeAttribute(null=True)
         count_scheduled = NumberAttribute(default=0)
         count_running = NumberAttribute(default=0)
         count_succeeded = NumberAttribute(default=0)
         count_failed = NumberAttribute(default=0)
         count_skipped = NumberAttribute(default=0)
         count_missed = NumberAttribute(default=0)
+        expires_at = TTLAttribute(null=True)
         by_bucket = PlansByBucket()
 
     class ExecutorsByBucket(GlobalSecondaryIndex[Any]):
@@ -100,7 +215,7 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
             projection = AllProjection()
 
         bucket = UnicodeAttribute(hash_key=True)
-        next_run_time = UnicodeAttribute(range_key=True)
+        bucket_order = UnicodeAttribute(range_key=True)
 
     class ExecutorsByPlan(GlobalSecondaryIndex[Any]):
         class Meta:
@@ -116,12 +231,14 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
             region = settings.aws_region
             host = settings.dynamodb_endpoint
             billing_mode = "PAY_PER_REQUEST"
+            max_pool_connections = QUERY_THREADS + 2
 
         id = UnicodeAttribute(hash_key=True)
         plan_id = UnicodeAttribute()
         name = UnicodeAttribute()
         next_run_time = UnicodeAttribute()
         bucket = UnicodeAttribute()
+        bucket_order = UnicodeAttribute()
         plan_order = UnicodeAttribute()
         status = UnicodeAttribute()
         attack = JSONAttribute()
@@ -131,85 +248,311 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
         result = JSONAttribute(null=True)
         error = UnicodeAttribute(null=True)
         reason = UnicodeAttribute(null=True)
+        expires_at = TTLAttribute(null=True)
         by_bucket = ExecutorsByBucket()
         by_plan = ExecutorsByPlan()
 
     return PlanModel, ExecutorModel
 
 
-def _optional_time(text: str | None) -> datetime | None:
-    return from_storage(text) if text else None
+# -- cursors ---------------------------------------------------------------------------
+
+
+def _digest(description: dict[str, Any]) -> str:
+    """A digest of a query, the same in every process (no ``hash``, sorted sets)."""
+    text = json.dumps(description, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return None if moment is None else to_storage(moment)
+
+
+def _executor_query_digest(query: ExecutorQuery) -> str:
+    return _digest(
+        {
+            "kind": "executors",
+            "executed": query.executed,
+            "plan_id": query.plan_id,
+            "statuses": sorted(status.value for status in query.statuses),
+            "due_from": _stamp(query.due_from),
+            "due_until": _stamp(query.due_until),
+            "latest_first": query.latest_first,
+        }
+    )
+
+
+def _plan_query_digest(query: PlanQuery) -> str:
+    return _digest({"kind": "plans", "pending": query.pending, "executed": query.executed})
+
+
+def encode_cursor(digest: str, key: str) -> str:
+    """An opaque cursor: the last key a page covered, and which query it belongs to."""
+    raw = json.dumps({"q": digest, "k": key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str, digest: str) -> str:
+    """The key a cursor resumes after; InvalidCursor unless we made it for this query."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+    except (ValueError, TypeError):
+        raise InvalidCursor(cursor) from None
+    if not isinstance(data, dict) or data.get("q") != digest:
+        raise InvalidCursor(cursor)
+    key = data.get("k")
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_CURSOR_KEY:
+        raise InvalidCursor(cursor)
+    return key
+
+
+# -- merged Queries over index partitions ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Partition:
+    """One index partition (or one key prefix of one) that a list reads."""
+
+    index: Any
+    hash_key: str
+    range_name: str  # the index's range attribute
+    prefix: str = ""  # of the range key, not part of the merged order
+
+    def key_condition(self, model: Any, low: str | None, high: str | None) -> Any:
+        """The range condition for ``low <= key <= high`` (None: open), within the prefix.
+
+        A prefix ends with '#'; '$' is the next character, so ``<prefix[:-1]>$`` is above
+        every key of the prefix and is no key itself.
+        """
+        attribute = getattr(model, self.range_name)
+        lower = self.prefix + low if low is not None else (self.prefix or None)
+        upper = (
+            self.prefix + high
+            if high is not None
+            else (self.prefix[:-1] + "$" if self.prefix else None)
+        )
+        if lower is not None and upper is not None:
+            return attribute.between(lower, upper)
+        if lower is not None:
+            return attribute >= lower
+        if upper is not None:
+            return attribute <= upper
+        return None
+
+
+@dataclass
+class _Reader:
+    """What has been read of one partition so far."""
+
+    partition: _Partition
+    items: list[tuple[str, Any]] = field(default_factory=list)
+    last_key: dict[str, Any] | None = None
+    # Everything of the partition up to this key (in read order) has been read.
+    frontier: str | None = None
+    exhausted: bool = False
+    pages: int = 0
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A merged read: bounds (inclusive, in the merged order's key space), order, filter."""
+
+    model: Any
+    low: str | None = None
+    high: str | None = None
+    descending: bool = False
+    filter_condition: Any = None
+    after: str | None = None  # a cursor: only keys strictly after it in the order
+    max_pages: int | None = None  # LIST_MAX_PAGES (read when the list runs)
+    # Drops read items (after the Query, like a filter): what no expression can decide.
+    keep: Callable[[list[Any]], list[Any]] | None = None
 
 
 class DynamoStore:
     """The Store port on two DynamoDB tables."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, backoff: Backoff | None = None
+    ) -> None:
         # PynamoDB model classes are built per settings, so mypy sees them as Any.
         self._plans: Any
         self._executors: Any
         self._plans, self._executors = build_models(settings)
         self._connection = Connection(region=settings.aws_region, host=settings.dynamodb_endpoint)
+        self._retention = settings.executed_retention
+        self._now: Callable[[], datetime] = clock.now if clock is not None else utc_now
+        self._backoff = backoff or Backoff()
 
     def create_tables(self) -> None:
-        """Create both tables if missing (local mode and tests; CloudFormation in AWS)."""
+        """Create both tables, with TTL on ``expires_at``, if missing (local mode and tests;
+        CloudFormation creates them in AWS)."""
         for model in (self._plans, self._executors):
             if not model.exists():
                 model.create_table(wait=True, billing_mode="PAY_PER_REQUEST")
 
-    # -- plans ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Nothing to release: botocore's connection pools close with the process."""
+
+    # -- plans -------------------------------------------------------------------------
 
     def add_plan(self, plan: Plan, executors: Sequence[Executor]) -> None:
-        written: list[Any] = []
+        plans = self._plans
+        counts = Counter(executor.status for executor in executors)
+        pending = [executor.next_run_time for executor in executors if executor.status.is_pending]
+        stamp = to_storage(plan.created)
+        item = plans(
+            plan.id,
+            name=plan.name,
+            created=stamp,
+            # Uncommitted: in the creating bucket, where only list_abandoned_plans looks,
+            # and no executor of it can be claimed (transition checks ``committed``).
+            bucket=_bucket(CREATING, plan.id),
+            bucket_order=f"{stamp}#{plan.id}",
+            planner=plan.planner,
+            attack=plan.attack,
+            dry_run=plan.dry_run,
+            committed=False,
+            fingerprint=plan.fingerprint,
+            next_execution=to_storage(min(pending)) if pending else None,
+            **{_count_name(status): counts[status] for status in ExecutorStatus},
+        )
         try:
-            with self._executors.batch_write() as batch:
-                for executor in executors:
-                    item = self._executor_item(executor)
-                    batch.save(item)
-                    written.append(item)
-            item = self._plans(
-                plan.id,
-                name=plan.name,
-                created=to_storage(plan.created),
-                bucket=PENDING,
-                planner=plan.planner,
-                attack=plan.attack,
-                dry_run=plan.dry_run,
-                count_scheduled=len(executors),
-            )
-            item.save()
-        except PynamoDBException as error:
-            self._forget(written)
+            # Before anything is written: a plan or executor that cannot be stored (its
+            # attack not JSON) fails with nothing to undo.
+            item.serialize()
+            puts = [self._executor_item(executor).serialize() for executor in executors]
+        except (TypeError, ValueError) as error:
             raise StorageError(f"could not store plan {plan.id}: {error}") from error
-
-    def _forget(self, items: Sequence[Any]) -> None:
+        # The plan first: if this process dies after it, the plan is found (uncommitted,
+        # by list_abandoned_plans) and its executors with it; executors written first
+        # would be orphans nothing lists.
         try:
-            with self._executors.batch_write() as batch:
-                for item in items:
-                    batch.delete(item)
-        except PynamoDBException:
-            log.exception("could not remove a partly stored plan", extra={"items": len(items)})
+            self._retrying(
+                f"store plan {plan.id}", lambda: item.save(condition=plans.id.does_not_exist())
+            )
+        except PynamoDBException as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                raise PlanExists(plan.id, "already exists") from None
+            raise StorageError(f"could not store plan {plan.id}: {error}") from error
+        try:
+            self._batch_write(self._executors, puts=puts)
+        except (PynamoDBException, StorageError) as error:
+            self._remove_partial_plan(plan.id, [executor.id for executor in executors])
+            raise StorageError(
+                f"could not store the executors of plan {plan.id}: {error}"
+            ) from error
+
+    def _remove_partial_plan(self, plan_id: str, executor_ids: Sequence[str]) -> None:
+        try:
+            self._batch_write(
+                self._executors,
+                deletes=[{"id": {"S": executor_id}} for executor_id in executor_ids],
+            )
+            self._retrying(f"remove plan {plan_id}", lambda: self._plans(plan_id).delete())
+        except (PynamoDBException, StorageError):
+            # It stays uncommitted: nothing of it can run, and the reaper removes it.
+            log.exception("could not remove a partly stored plan", extra={"plan_id": plan_id})
+
+    def commit_plan(self, plan_id: str) -> None:
+        plans = self._plans
+        item = plans(plan_id)
+        try:
+            self._retrying(
+                f"commit plan {plan_id}",
+                lambda: item.update(
+                    actions=[
+                        plans.committed.set(True),
+                        plans.bucket.set(_bucket(PENDING, plan_id)),
+                    ],
+                    condition=plans.id.exists() & (plans.committed == False),  # noqa: E712
+                ),
+            )
+        except PynamoDBException as error:
+            if error.cause_response_code != "ConditionalCheckFailedException":
+                raise StorageError(f"could not commit plan {plan_id}: {error}") from error
+            current = self.get_plan(plan_id)
+            if current is None:
+                raise PlanNotFound(plan_id) from None
+            return  # already committed
+        if not (int(item.count_scheduled or 0) or int(item.count_running or 0)):
+            self._settle(plan_id)
 
     def get_plan(self, plan_id: str) -> Plan | None:
         try:
             item = self._plans.get(plan_id, consistent_read=True)
         except self._plans.DoesNotExist:
             return None
+        except PynamoDBException as error:
+            raise StorageError(f"could not read plan {plan_id}: {error}") from error
         return self._plan(item)
 
-    def list_plans(self, include_executed: bool, limit: int) -> list[Plan]:
-        buckets = [PENDING, EXECUTED] if include_executed else [PENDING]
-        items: list[Any] = []
-        for bucket in buckets:
-            items.extend(self._plans.by_bucket.query(bucket, scan_index_forward=False, limit=limit))
-        items.sort(key=lambda item: item.created, reverse=True)
-        return [self._plan(item) for item in items[:limit]]
+    def list_plans(self, query: PlanQuery, limit: int, cursor: str | None) -> Page[Plan]:
+        digest = _plan_query_digest(query)
+        after = decode_cursor(cursor, digest) if cursor is not None else None
+        kinds = [
+            kind
+            for kind, wanted in ((PENDING, query.pending), (EXECUTED, query.executed))
+            if wanted
+        ]
+        partitions = self._plan_partitions(kinds)
+        items, last = self._merged(
+            partitions, _Read(self._plans, descending=True, after=after), limit
+        )
+        return Page(
+            [self._plan(item) for item in items],
+            encode_cursor(digest, last) if last is not None else None,
+        )
 
-    def delete_plan(self, plan: Plan, executors: Sequence[Executor]) -> None:
-        with self._executors.batch_write() as batch:
-            for executor in executors:
-                batch.delete(self._executors(executor.id))
-        self._plans(plan.id).delete()
+    def list_abandoned_plans(self, created_before: datetime, limit: int) -> list[Plan]:
+        read = _Read(
+            self._plans,
+            # Keys are "<created>#<id>": every one of an instant before ``created_before``
+            # sorts below its bare stamp, and none of that instant itself does.
+            high=to_storage(created_before),
+            max_pages=SCAN_MAX_PAGES,
+        )
+        items, _ = self._merged(self._plan_partitions([CREATING]), read, limit)
+        return [self._plan(item) for item in items]
+
+    def delete_plan(self, plan: Plan) -> None:
+        # Executors first, then the plan: a deletion cut short leaves a plan that can be
+        # deleted again, never executors without a plan. Its executors are found on the
+        # by_plan index, which is eventually consistent: right after add_plan (an undone
+        # creation) it may not list them all yet. The plan's counters are exact, so a
+        # short read is read again, a few times; an executor still missed stays behind as
+        # an orphan, which transition() reports (OrphanExecutor) and the reaper purges.
+        try:
+            stored = self.get_plan(plan.id)
+            expected = (stored or plan).executors_count
+            ids = self._plan_executor_ids(plan.id)
+            for attempt in range(1, INDEX_LAG_READS):
+                if len(ids) >= expected:
+                    break
+                self._backoff.sleep(self._backoff.delay(attempt))
+                ids |= self._plan_executor_ids(plan.id)
+            else:
+                if len(ids) < expected:
+                    log.warning(
+                        "the plan index lists fewer executors than the plan counts",
+                        extra={"plan_id": plan.id, "listed": len(ids), "counted": expected},
+                    )
+            self._batch_write(self._executors, deletes=[{"id": {"S": i}} for i in sorted(ids)])
+            self._retrying(f"delete plan {plan.id}", lambda: self._plans(plan.id).delete())
+        except PynamoDBException as error:
+            raise StorageError(f"could not delete plan {plan.id}: {error}") from error
+
+    def _plan_executor_ids(self, plan_id: str) -> set[str]:
+        return {
+            item.id for item in self._executors.by_plan.query(plan_id, attributes_to_get=["id"])
+        }
+
+    def _plan_partitions(self, kinds: Iterable[str]) -> list[_Partition]:
+        return [
+            _Partition(self._plans.by_bucket, f"{kind}#{shard}", "bucket_order")
+            for kind in kinds
+            for shard in range(SHARDS)
+        ]
 
     def _plan(self, item: Any) -> Plan:
         counts = StatusCounts(
@@ -223,107 +566,163 @@ class DynamoStore:
             attack=item.attack,
             dry_run=bool(item.dry_run),
             counts=counts,
+            committed=bool(item.committed),
+            fingerprint=item.fingerprint,
+            next_execution=_optional_time(item.next_execution),
         )
 
-    # -- executors -----------------------------------------------------------------
+    # -- executors ---------------------------------------------------------------------
 
     def get_executor(self, executor_id: str) -> Executor | None:
         try:
             item = self._executors.get(executor_id, consistent_read=True)
         except self._executors.DoesNotExist:
             return None
+        except PynamoDBException as error:
+            raise StorageError(f"could not read executor {executor_id}: {error}") from error
         return self._executor(item)
 
-    def list_executors(self, executed: bool, limit: int) -> list[Executor]:
-        # Pending: soonest first. Executed: most recent first, so a bounded list shows
-        # what just happened rather than the oldest history.
-        bucket = EXECUTED if executed else PENDING
-        items = self._executors.by_bucket.query(
-            bucket, scan_index_forward=not executed, limit=limit
+    def list_executors(
+        self, query: ExecutorQuery, limit: int, cursor: str | None
+    ) -> Page[Executor]:
+        digest = _executor_query_digest(query)
+        after = decode_cursor(cursor, digest) if cursor is not None else None
+        model = self._executors
+        kinds = []
+        wanted = query.statuses
+        if query.executed in (False, None) and (not wanted or any(s.is_pending for s in wanted)):
+            kinds.append(PENDING)
+        if query.executed in (True, None) and (not wanted or any(s.is_terminal for s in wanted)):
+            kinds.append(EXECUTED)
+        if query.plan_id is not None:
+            partitions = [
+                _Partition(model.by_plan, query.plan_id, "plan_order", f"{kind}#") for kind in kinds
+            ]
+        else:
+            partitions = [
+                _Partition(model.by_bucket, f"{kind}#{shard}", "bucket_order")
+                for kind in kinds
+                for shard in range(SHARDS)
+            ]
+        covered = {status for status in ExecutorStatus if _executor_kind(status) in kinds}
+        narrower = wanted and not covered <= wanted
+        read = _Read(
+            model,
+            # Keys are "<time>#<id>": "<from>" is below every key of that instant (from is
+            # inclusive), "<until>" is above every key before it and below its own (until
+            # is exclusive).
+            low=_stamp(query.due_from),
+            high=_stamp(query.due_until),
+            descending=query.latest_first,
+            filter_condition=(
+                model.status.is_in(*sorted(status.value for status in wanted & covered))
+                if narrower
+                else None
+            ),
+            after=after,
         )
-        return [self._executor(item) for item in items]
-
-    def list_running(self, started_before: datetime, limit: int) -> list[Executor]:
-        model = self._executors
-        return self._pending_due(
-            # A claim never happens more than EARLY_TOLERANCE before the executor's time.
-            started_before + EARLY_TOLERANCE,
-            (model.status == ExecutorStatus.RUNNING.value)
-            & (model.started_at < to_storage(started_before)),
-            limit,
+        if query.plan_id is None:
+            read = dataclasses.replace(read, keep=self._of_committed_plans())
+        items, last = self._merged(partitions, read, limit)
+        return Page(
+            [self._executor(item) for item in items],
+            encode_cursor(digest, last) if last is not None else None,
         )
 
-    def list_undelivered(self, due_before: datetime, limit: int) -> list[Executor]:
+    def _of_committed_plans(self) -> Callable[[list[Any]], list[Any]]:
+        """A ``keep`` for executor lists: only executors of committed plans, as the port
+        asks; those of a plan being created (or deleted) are left out. One consistent
+        BatchGetItem per round of reads for the plans not seen yet in this list."""
+        committed: dict[str, bool] = {}
+
+        def keep(items: list[Any]) -> list[Any]:
+            unknown = sorted({item.plan_id for item in items} - committed.keys())
+            for start in range(0, len(unknown), BATCH_GET_SIZE):
+                chunk = unknown[start : start + BATCH_GET_SIZE]
+                committed.update(dict.fromkeys(chunk, False))
+                for plan in self._plans.batch_get(
+                    chunk, consistent_read=True, attributes_to_get=["id", "committed"]
+                ):
+                    committed[plan.id] = bool(plan.committed)
+            return [item for item in items if committed[item.plan_id]]
+
+        return keep
+
+    def list_running(self, started_before: datetime, limit: int) -> list[str]:
         model = self._executors
-        return self._pending_due(due_before, model.status == ExecutorStatus.SCHEDULED.value, limit)
+        stamp = to_storage(started_before)
+        # A claim happens at or after an executor's time, never before, so one that
+        # started before ``started_before`` is due before it: only the pending buckets'
+        # past is read, not the (large) future.
+        read = _Read(
+            model,
+            high=stamp,
+            filter_condition=(model.status == ExecutorStatus.RUNNING.value)
+            & (model.started_at < stamp),
+            max_pages=SCAN_MAX_PAGES,
+        )
+        return [item.id for item in self._merged(self._pending_partitions(), read, limit)[0]]
 
-    def _pending_due(self, due_before: datetime, condition: Any, limit: int) -> list[Executor]:
-        """Pending executors due before ``due_before`` that meet ``condition``, bounded.
-
-        The range condition keeps the Query to the pending bucket's past: executors that
-        are not yet due (the bulk of the bucket) are never read.
-        """
+    def list_undelivered(self, due_before: datetime, limit: int) -> list[str]:
         model = self._executors
-        pages = model.by_bucket.query(
-            PENDING,
-            range_key_condition=model.next_run_time <= to_storage(due_before),
-            filter_condition=condition,
-            page_size=RUNNING_PAGE_SIZE,
-        ).page_iter
-        found: list[Executor] = []
-        for number, page in enumerate(pages, start=1):
-            found.extend(self._executor(model.from_raw_data(raw)) for raw in page.get("Items", []))
-            if len(found) >= limit or number >= RUNNING_MAX_PAGES:
-                break
-        return found[:limit]
+        read = _Read(
+            model,
+            high=to_storage(due_before),
+            filter_condition=model.status == ExecutorStatus.SCHEDULED.value,
+            max_pages=SCAN_MAX_PAGES,
+        )
+        return [item.id for item in self._merged(self._pending_partitions(), read, limit)[0]]
 
-    def list_plan_executors(self, plan_id: str, limit: int) -> list[Executor]:
-        executors = [
-            self._executor(item) for item in self._executors.by_plan.query(plan_id, limit=limit)
-        ]
-        return sorted(executors, key=lambda executor: executor.next_run_time)
-
-    def next_pending_time(self, plan_id: str) -> datetime | None:
-        index = self._executors.by_plan
-        for item in index.query(
-            plan_id,
-            range_key_condition=self._executors.plan_order.startswith(f"{PENDING}#"),
-            limit=1,
-        ):
-            return from_storage(item.next_run_time)
-        return None
+    def _pending_partitions(self) -> list[_Partition]:
+        index = self._executors.by_bucket
+        return [_Partition(index, f"{PENDING}#{shard}", "bucket_order") for shard in range(SHARDS)]
 
     def delete_executor(self, executor: Executor) -> bool:
-        """Delete one executor and take it off its plan's counts; False if it changed."""
-        model = self._executors
-        try:
-            with TransactWrite(connection=self._connection) as transaction:
+        model, plans = self._executors, self._plans
+
+        def write() -> None:
+            with TransactWrite(
+                connection=self._connection, client_request_token=uuid.uuid4().hex
+            ) as transaction:
                 transaction.delete(
                     model(executor.id), condition=model.status == executor.status.value
                 )
                 transaction.update(
-                    self._plans(executor.plan_id),
-                    actions=[getattr(self._plans, _count_name(executor.status)).add(-1)],
-                    condition=self._plans.id.exists(),
+                    plans(executor.plan_id),
+                    actions=[getattr(plans, _count_name(executor.status)).add(-1)],
+                    condition=plans.id.exists(),
+                    return_values="ALL_OLD",
                 )
-        except TransactWriteError as error:
-            if _condition_failed(error):
-                return False
-            raise StorageError(f"could not delete executor {executor.id}: {error}") from error
-        self._settle_plan(executor.plan_id)
+
+        if not self._conditional_transaction(f"delete executor {executor.id}", write, executor):
+            return False
+        if executor.status.is_pending:
+            self._refresh_plan(executor.plan_id, {executor.id: None})
         return True
+
+    def purge_executor(self, executor_id: str) -> None:
+        try:
+            self._retrying(
+                f"purge executor {executor_id}", lambda: self._executors(executor_id).delete()
+            )
+        except PynamoDBException as error:
+            raise StorageError(f"could not purge executor {executor_id}: {error}") from error
 
     def move_executor(self, executor_id: str, run_at: datetime) -> Executor:
         model = self._executors
-        stamp = to_storage(run_at)
+        item = model(executor_id)
+        order = _order(run_at, executor_id)
         try:
-            item = model(executor_id)
-            item.update(
-                actions=[
-                    model.next_run_time.set(stamp),
-                    model.plan_order.set(f"{PENDING}#{stamp}"),
-                ],
-                condition=model.status == ExecutorStatus.SCHEDULED.value,
+            self._retrying(
+                f"move executor {executor_id}",
+                lambda: item.update(
+                    actions=[
+                        model.next_run_time.set(to_storage(run_at)),
+                        model.bucket_order.set(order),
+                        model.plan_order.set(f"{PENDING}#{order}"),
+                    ],
+                    condition=model.status == ExecutorStatus.SCHEDULED.value,
+                ),
             )
         except PynamoDBException as error:
             if error.cause_response_code != "ConditionalCheckFailedException":
@@ -332,71 +731,354 @@ class DynamoStore:
             if current is None:
                 raise ExecutorNotFound(executor_id) from None
             raise ExecutorAlreadyRun(executor_id, current.status.value) from None
-        return self._executor(item)
+        moved = self._executor(item)
+        self._refresh_plan(moved.plan_id, {moved.id: moved.next_run_time})
+        return moved
 
     def transition(
         self, executor: Executor, target: ExecutorStatus, changes: dict[str, Any]
     ) -> bool:
-        model = self._executors
+        new = executor.moved_to(target, changes)
+        model, plans = self._executors, self._plans
         source = executor.status
-        if not can_transition(source, target):
-            raise ValueError(f"an executor cannot go from {source.value} to {target.value}")
         actions = [model.status.set(target.value)]
+        if _executor_kind(target) != _executor_kind(source):
+            kind = _executor_kind(target)
+            actions += [
+                model.bucket.set(_bucket(kind, executor.id)),
+                model.plan_order.set(f"{kind}#{_order(executor.next_run_time, executor.id)}"),
+            ]
         if target.is_terminal:
-            stamp = to_storage(executor.next_run_time)
-            actions += [model.bucket.set(EXECUTED), model.plan_order.set(f"{EXECUTED}#{stamp}")]
-        for name, value in changes.items():
+            ended = new.finished_at or self._now()
+            actions.append(model.expires_at.set(ended + self._retention))
+        for name in changes:
             attribute = getattr(model, name)
+            value = getattr(new, name)
             stored = to_storage(value) if isinstance(value, datetime) else value
             actions.append(attribute.remove() if stored is None else attribute.set(stored))
-        try:
-            with TransactWrite(connection=self._connection) as transaction:
+        # Only the executor as it was read may change: same status *and* same time, so a
+        # delivery that read the executor before it was moved cannot claim it.
+        unchanged = (model.status == source.value) & (
+            model.next_run_time == to_storage(executor.next_run_time)
+        )
+        plan_condition = plans.id.exists()
+        if source is ExecutorStatus.SCHEDULED and target is ExecutorStatus.RUNNING:
+            plan_condition = plan_condition & (plans.committed == True)  # noqa: E712
+
+        def write() -> None:
+            with TransactWrite(
+                connection=self._connection, client_request_token=uuid.uuid4().hex
+            ) as transaction:
+                transaction.update(model(executor.id), actions=actions, condition=unchanged)
                 transaction.update(
-                    model(executor.id), actions=actions, condition=model.status == source.value
-                )
-                transaction.update(
-                    self._plans(executor.plan_id),
+                    plans(executor.plan_id),
                     actions=[
-                        getattr(self._plans, _count_name(source)).add(-1),
-                        getattr(self._plans, _count_name(target)).add(1),
+                        getattr(plans, _count_name(source)).add(-1),
+                        getattr(plans, _count_name(target)).add(1),
                     ],
-                    condition=self._plans.id.exists(),
+                    condition=plan_condition,
+                    # On a failed condition the reason carries the plan item if it exists:
+                    # an uncommitted plan (a refused claim) is told from a missing one.
+                    return_values="ALL_OLD",
                 )
-        except TransactWriteError as error:
-            if _condition_failed(error):
-                return False
-            raise StorageError(f"could not record executor {executor.id}: {error}") from error
-        executor.status = target
-        for name, value in changes.items():
-            setattr(executor, name, value)
-        if target.is_terminal:
-            self._settle_plan(executor.plan_id)
+
+        if not self._conditional_transaction(f"record executor {executor.id}", write, executor):
+            return False
+        for item in fields(Executor):
+            setattr(executor, item.name, getattr(new, item.name))
+        if source.is_pending and target.is_terminal:
+            self._refresh_plan(executor.plan_id, {executor.id: None})
         return True
 
-    def _settle_plan(self, plan_id: str) -> None:
-        """Move a plan to the executed bucket once none of its executors is pending."""
+    def _conditional_transaction(
+        self, what: str, write: Callable[[], None], executor: Executor
+    ) -> bool:
+        """Run an (executor, plan) transaction; False when the executor's condition failed
+        or the plan's did on an existing plan; OrphanExecutor when the plan is missing."""
+        try:
+            self._retrying(what, write)
+        except PynamoDBException as error:
+            if error.cause_response_code != "TransactionCanceledException":
+                raise StorageError(f"could not {what}: {error}") from error
+            codes, items = cancellation_reasons(error)
+            plan_failed = codes[1:2] == [CONDITION_FAILED]
+            if plan_failed and items[1] is None:
+                # No plan (whatever became of the executor): nothing can record it.
+                raise OrphanExecutor(executor.id, executor.plan_id) from None
+            if plan_failed or codes[:1] == [CONDITION_FAILED]:
+                # The executor changed, or a claim of an uncommitted plan's executor.
+                return False
+            raise StorageError(f"could not {what}: cancelled for {codes}") from error
+        return True
+
+    # -- the plan's denormalized state -------------------------------------------------
+
+    def _refresh_plan(self, plan_id: str, known: dict[str, datetime | None]) -> None:
+        """Bring a plan's ``next_execution`` (and bucket) up to date after its pending
+        executors changed: ``known`` maps the executors this process just changed to their
+        pending time now (None: no longer pending).
+
+        One Query on by_plan for the first pending executors, then one conditional
+        update. A GSI read is eventually consistent
+        (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html#GSI.Reading):
+        it may still show an executor that just left pending or a moved one's old time. So
+        what this process knows overrides the index, and the *counters* (exact, written in
+        the transactions) decide whether anything is pending: a plan with no pending
+        executor is always settled, never given a stale time. A time from another
+        process's change that the index does not show yet can linger until the plan's next
+        change: ``next_execution`` is a display value, never used to run anything.
+        """
         plans = self._plans
         try:
-            plans(plan_id).update(
-                actions=[plans.bucket.set(EXECUTED)],
-                condition=plans.id.exists()
-                & (plans.count_scheduled == 0)
-                & (plans.count_running == 0),
+            first = self._first_pending(plan_id, known)
+            if first is not None:
+                try:
+                    self._retrying(
+                        f"refresh plan {plan_id}",
+                        lambda: plans(plan_id).update(
+                            actions=[plans.next_execution.set(to_storage(first))],
+                            condition=plans.id.exists()
+                            & ((plans.count_scheduled > 0) | (plans.count_running > 0)),
+                        ),
+                    )
+                    return
+                except PynamoDBException as error:
+                    if error.cause_response_code != "ConditionalCheckFailedException":
+                        raise
+                    # No pending executor left (the index lagged), or no plan: settle.
+            self._settle(plan_id)
+        except (PynamoDBException, StorageError) as error:
+            log.warning(
+                "could not refresh the plan's next execution",
+                extra={"plan_id": plan_id, "error": str(error)},
+            )
+
+    def _first_pending(self, plan_id: str, known: dict[str, datetime | None]) -> datetime | None:
+        model = self._executors
+        partition = _Partition(model.by_plan, plan_id, "plan_order", f"{PENDING}#")
+        candidates = [time for time in known.values() if time is not None]
+        # Limit past the executors we know about, so one more is always seen.
+        for item in model.by_plan.query(
+            plan_id,
+            range_key_condition=partition.key_condition(model, None, None),
+            limit=len(known) + 1,
+            page_size=len(known) + 1,
+        ):
+            if item.id not in known:
+                candidates.append(from_storage(item.next_run_time))
+                break
+        return min(candidates, default=None)
+
+    def _settle(self, plan_id: str) -> None:
+        """Move a committed plan with no pending executor to the executed bucket, and set
+        its TTL; nothing when the (exact) counters say some executor is still pending."""
+        plans = self._plans
+        try:
+            self._retrying(
+                f"settle plan {plan_id}",
+                lambda: plans(plan_id).update(
+                    actions=[
+                        plans.bucket.set(_bucket(EXECUTED, plan_id)),
+                        plans.next_execution.remove(),
+                        plans.expires_at.set(self._now() + self._retention),
+                    ],
+                    condition=plans.id.exists()
+                    & (plans.count_scheduled == 0)
+                    & (plans.count_running == 0)
+                    & plans.bucket.startswith(f"{PENDING}#"),
+                ),
             )
         except PynamoDBException as error:
+            # Pending executors left, a plan not committed (it settles when committed), or
+            # no plan: nothing to do.
             if error.cause_response_code != "ConditionalCheckFailedException":
-                log.warning("could not settle plan", extra={"plan_id": plan_id})
+                raise
+
+    # -- reading and writing -----------------------------------------------------------
+
+    def _merged(
+        self, partitions: Sequence[_Partition], read: _Read, limit: int
+    ) -> tuple[list[Any], str | None]:
+        """Up to ``limit`` items of ``partitions`` in the merged order, and the key a next
+        page starts after (None when nothing can follow).
+
+        Exact: an item is returned only when every partition that still has items has
+        been read past it (its frontier), so no partition can hold an earlier one.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        low, high = read.low, read.high
+        if read.after is not None:
+            if read.descending:
+                high = read.after if high is None else min(high, read.after)
+            else:
+                low = read.after if low is None else max(low, read.after)
+        if not partitions or (low is not None and high is not None and low > high):
+            return [], None
+        readers = [_Reader(partition) for partition in partitions]
+        # The cursor's own key is read again (bounds are inclusive) and dropped: +1.
+        extra = 1 if read.after is not None else 0
+        first = min(limit, math.ceil(limit * OVERSAMPLE / len(readers))) + extra
+        self._read_pages(readers, read, low, high, first)
+        while True:
+            live = [reader for reader in readers if not reader.exhausted]
+            frontiers = [reader.frontier for reader in live if reader.frontier is not None]
+            horizon = (max if read.descending else min)(frontiers) if frontiers else None
+            pool = sorted(
+                (pair for reader in readers for pair in reader.items if pair[0] != read.after),
+                key=lambda pair: pair[0],
+                reverse=read.descending,
+            )
+
+            def reached(key: str, horizon: str | None = horizon) -> bool:
+                # No horizon: every partition is exhausted, everything read is final.
+                if horizon is None:
+                    return True
+                return key >= horizon if read.descending else key <= horizon
+
+            safe = [pair for pair in pool if reached(pair[0])]
+            if len(safe) >= limit:
+                page = safe[:limit]
+                more = len(pool) > limit or bool(live)
+                return [item for _, item in page], (page[-1][0] if more else None)
+            if not live:
+                return [item for _, item in safe], None
+            # A partition that is not exhausted has a frontier: its last evaluated key.
+            behind = [reader for reader in live if reader.frontier == horizon]
+            max_pages = read.max_pages or LIST_MAX_PAGES
+            if any(reader.pages >= max_pages for reader in behind):
+                # Too many pages without enough matches: a partial page, resumed after
+                # the point every partition has been read to.
+                return [item for _, item in safe], horizon
+            self._read_pages(behind, read, low, high, limit + extra)
+
+    def _read_pages(
+        self,
+        readers: Sequence[_Reader],
+        read: _Read,
+        low: str | None,
+        high: str | None,
+        size: int,
+    ) -> None:
+        """Read the next page of each reader, in parallel."""
+
+        def one(reader: _Reader) -> list[tuple[str, Any]]:
+            partition = reader.partition
+            result = partition.index.query(
+                partition.hash_key,
+                range_key_condition=partition.key_condition(read.model, low, high),
+                filter_condition=read.filter_condition,
+                scan_index_forward=not read.descending,
+                last_evaluated_key=reader.last_key,
+                page_size=size,
+            )
+            page: dict[str, Any] = next(iter(result.page_iter), {})
+            cut = len(partition.prefix)
+            reader.pages += 1
+            reader.last_key = page.get("LastEvaluatedKey")
+            if reader.last_key is None:
+                reader.exhausted = True
+            else:
+                reader.frontier = reader.last_key[partition.range_name]["S"][cut:]
+            items = [read.model.from_raw_data(raw) for raw in page.get("Items", [])]
+            return [(getattr(item, partition.range_name)[cut:], item) for item in items]
+
+        try:
+            if len(readers) == 1:
+                pages = [one(readers[0])]
+            else:
+                with ThreadPoolExecutor(max_workers=min(QUERY_THREADS, len(readers))) as pool:
+                    pages = list(pool.map(one, readers))
+            kept = (
+                {id(item) for item in read.keep([item for page in pages for _, item in page])}
+                if read.keep is not None
+                else None
+            )
+        except PynamoDBException as error:
+            raise StorageError(f"could not read {read.model.Meta.table_name}: {error}") from error
+        for reader, page in zip(readers, pages, strict=True):
+            reader.items.extend(pair for pair in page if kept is None or id(pair[1]) in kept)
+
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, again after a conflict or throttling, within the backoff's bounds;
+        StorageError when they are exhausted. Other errors are raised as they are."""
+        backoff = self._backoff
+        started = backoff.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except PynamoDBException as error:
+                if not is_retryable(error):
+                    raise
+                attempt += 1
+                delay = backoff.delay(attempt)
+                spent = backoff.monotonic() - started
+                if attempt >= backoff.attempts or spent + delay > backoff.budget:
+                    raise StorageError(
+                        f"could not {what} after {attempt} attempts in {spent:.1f} s: {error}"
+                    ) from error
+                log.info(
+                    "retrying a DynamoDB write",
+                    extra={"what": what, "attempt": attempt, "delay": round(delay, 3)},
+                )
+                backoff.sleep(delay)
+
+    def _batch_write(
+        self,
+        model: Any,
+        puts: Sequence[dict[str, Any]] = (),
+        deletes: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """BatchWriteItem in chunks of 25, resending unprocessed requests with backoff
+        (DynamoDB returns them when a partition is throttled: "Batch operations and error
+        handling",
+        https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html#Programming.Errors.BatchOperations).
+        """
+        connection = model._get_connection()
+        table = model.Meta.table_name
+        requests = [("put", item) for item in puts] + [("delete", key) for key in deletes]
+        for start in range(0, len(requests), BATCH_SIZE):
+            chunk = requests[start : start + BATCH_SIZE]
+            put_items = [item for kind, item in chunk if kind == "put"]
+            delete_items = [key for kind, key in chunk if kind == "delete"]
+            backoff = self._backoff
+            began = backoff.monotonic()
+            attempt = 0
+            while put_items or delete_items:
+                data = self._retrying(
+                    f"batch write {table}",
+                    functools.partial(
+                        connection.batch_write_item, put_items=put_items, delete_items=delete_items
+                    ),
+                )
+                unprocessed = (data or {}).get("UnprocessedItems", {}).get(table) or []
+                put_items = [u["PutRequest"]["Item"] for u in unprocessed if "PutRequest" in u]
+                delete_items = [
+                    u["DeleteRequest"]["Key"] for u in unprocessed if "DeleteRequest" in u
+                ]
+                if not unprocessed:
+                    break
+                attempt += 1
+                delay = backoff.delay(attempt)
+                if (
+                    attempt >= backoff.attempts
+                    or backoff.monotonic() - began + delay > backoff.budget
+                ):
+                    raise StorageError(f"{len(unprocessed)} writes to {table} stayed unprocessed")
+                backoff.sleep(delay)
 
     def _executor_item(self, executor: Executor) -> Any:
-        stamp = to_storage(executor.next_run_time)
-        bucket = _bucket(executor.status)
+        kind = _executor_kind(executor.status)
+        order = _order(executor.next_run_time, executor.id)
         return self._executors(
             executor.id,
             plan_id=executor.plan_id,
             name=executor.name,
-            next_run_time=stamp,
-            bucket=bucket,
-            plan_order=f"{bucket}#{stamp}",
+            next_run_time=to_storage(executor.next_run_time),
+            bucket=_bucket(kind, executor.id),
+            bucket_order=order,
+            plan_order=f"{kind}#{order}",
             status=executor.status.value,
             attack=executor.attack,
             dry_run=executor.dry_run,
@@ -419,7 +1101,36 @@ class DynamoStore:
         )
 
 
-def _condition_failed(error: TransactWriteError) -> bool:
-    """True when the executor's own condition (the first item) is what failed."""
-    reasons = error.cancellation_reasons or []
-    return bool(reasons) and reasons[0] is not None and reasons[0].code == "ConditionalCheckFailed"
+def _optional_time(text: str | None) -> datetime | None:
+    return from_storage(text) if text else None
+
+
+def cancellation_reasons(error: PynamoDBException) -> tuple[list[str], list[dict[str, Any] | None]]:
+    """The codes of a cancelled transaction's reasons, one per item in order ("None" for
+    an item that was not a reason), and the item a failed condition returned.
+
+    Read from botocore's raw response: PynamoDB turns the code "None" into None, which
+    once made a missing plan look like no condition failure at all.
+    """
+    cause = error.cause
+    original = getattr(cause, "__cause__", None)
+    for source in (original, cause):
+        if isinstance(source, ClientError) and "CancellationReasons" in source.response:
+            raw: list[dict[str, Any]] = list(source.response["CancellationReasons"])
+            return [str(reason.get("Code") or "None") for reason in raw], [
+                reason.get("Item") for reason in raw
+            ]
+    parsed = getattr(cause, "cancellation_reasons", None) or []
+    return (
+        ["None" if reason is None else str(reason.code) for reason in parsed],
+        [None if reason is None else reason.raw_item for reason in parsed],
+    )
+
+
+def is_retryable(error: PynamoDBException) -> bool:
+    """A conflict or throttling that another attempt may overcome."""
+    code = error.cause_response_code
+    if code == "TransactionCanceledException":
+        codes, _ = cancellation_reasons(error)
+        return bool(RETRYABLE_REASONS & set(codes)) and CONDITION_FAILED not in codes
+    return code in RETRYABLE_CODES
