@@ -17,6 +17,7 @@ from tests.conftest import FixedClock
 __all__ = ["dev_engine"]  # a fixture this module uses
 
 TABLE_ACTIONS = {
+    "dynamodb:BatchGetItem",
     "dynamodb:BatchWriteItem",
     "dynamodb:DeleteItem",
     "dynamodb:GetItem",
@@ -35,7 +36,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[tuple[str, str]]]:
     real_call = Connection._make_api_call
 
     def recording(self: Connection, operation: str, request: dict[str, Any]) -> Any:
-        if operation == "BatchWriteItem":
+        if operation in ("BatchWriteItem", "BatchGetItem"):
             for table in request["RequestItems"]:
                 needed.update(authorized_calls(operation, {"TableName": table}))
         else:
