@@ -68,5 +68,11 @@ deploy: lint-infra
 	aws cloudformation describe-stacks --region $(REGION) --stack-name $(STACK) \
 		--query "Stacks[0].Outputs" --output table
 
+# Local mode under the 2017 engine's workload, every store; prints a Markdown table
+# (bench/local_scale.py --help for smaller runs).
+.PHONY: bench
+bench: install
+	$(BIN)/python bench/local_scale.py
+
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
