@@ -130,7 +130,10 @@ def test_executors_filter_by_plan_status_and_time(
 
 
 def test_plans_page_and_filter_by_status(api: Api, engine: Engine, clock: FixedClock) -> None:
-    ids = [create(api, plan(1, name=f"plan {n}")) for n in range(5)]
+    ids = []
+    for n in range(5):
+        ids.append(create(api, plan(1, name=f"plan {n}")))
+        clock.advance(seconds=1)
     listed = walk(api, "/api/1/plans/?limit=2", "plans")
     assert [item["id"] for item in listed] == list(reversed(ids)), "newest first"
     done = engine.plans.get(ids[0]).executors.items[0]

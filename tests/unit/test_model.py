@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from chalicelib.bootstrap import Engine
+from chalicelib.domain.errors import InvalidTransition
 from chalicelib.domain.model import ExecutorStatus, can_transition, redact
 
 S = ExecutorStatus
@@ -48,7 +49,7 @@ def test_the_store_refuses_an_illegal_transition(engine: Engine) -> None:
         }
     )
     executor = engine.plans.get(plan.id).executors.items[0]
-    with pytest.raises(ValueError, match="cannot go from scheduled to succeeded"):
+    with pytest.raises(InvalidTransition, match="cannot go from scheduled to succeeded"):
         engine.store.transition(executor, S.SUCCEEDED, {})
     assert engine.executors.get(executor.id).status is S.SCHEDULED
 
