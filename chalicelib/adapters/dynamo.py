@@ -7,7 +7,7 @@ Tables and indexes (every list is a Query on an index, never a Scan):
 - executors: hash ``id``. GSI ``by_bucket``: hash ``bucket`` = ``<pending|executed>#<shard>``,
   range ``bucket_order`` = ``<next_run_time>#<id>``. GSI ``by_plan``: hash ``plan_id``,
   range ``plan_order`` = ``<pending|executed>#<next_run_time>#<id>`` (a plan's executors by
-  time, and its first pending one with one ``Limit`` 1 Query).
+  time; its first pending one is the first key of the ``pending#`` range).
 
 Why shards: a GSI partition has the same per-partition throughput limits as a table's,
 and a write to the table is throttled when an index cannot take its share ("GSI write
@@ -16,15 +16,20 @@ https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/gsi-throttling.
 With one constant ``bucket`` every executor write (claims, outcomes, counters) lands on one
 index partition; ``SHARDS`` spreads them by a stable hash of the id. A list queries the
 shards in parallel and merges them; range keys end with the id, so they are unique and
-a cursor ("after this key") is exact even when many items share a second.
+a cursor ("after this key") is exact even when many items share a second. Executor lists
+leave out executors of plans that are not committed (being created, or gone): one
+consistent BatchGetItem of their plans per round of Queries.
 
 Status changes are conditional writes in one TransactWriteItems with the plan's
 counters, retried (with jittered exponential backoff, bounded) when DynamoDB cancels them
 for a conflict or throttling; so two deliveries of one executor cannot both claim it, and
 the counts stay exact when many executors of a plan finish together.
 
-Terminal executors and settled plans carry ``expires_at`` (epoch seconds): DynamoDB's TTL
-deletes them ``settings.executed_retention`` later.
+Terminal executors and settled plans carry ``expires_at`` (epoch seconds, a Number, as
+TTL requires): DynamoDB deletes them some time after ``settings.executed_retention`` has
+passed (typically within two days; reads still return them until then)
+(https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/howitworks-ttl.html):
+the retention is a minimum.
 """
 
 from __future__ import annotations
