@@ -45,7 +45,7 @@ EXCLUDED_SCHEMA: dict[str, Any] = {
 
 REGION_SCHEMA: dict[str, Any] = {
     "type": "string",
-    "description": "AWS region; AWS_DEFAULT_REGION when absent",
+    "description": "AWS region; the engine's when absent",
     "pattern": "^[a-z]{2}(-[a-z]+)+-[0-9]+$",
 }
 
@@ -87,8 +87,11 @@ class EC2InstanceAttack(Attack):
 
         args = self.attack_config
         filters = with_running_default(args.get("filters") or {})
+        where = self.context.environment
         try:
-            instances = EC2Instances(args.get("region"))
+            instances = EC2Instances(
+                args.get("region") or where.aws_region, endpoint=where.ec2_endpoint
+            )
             candidates, spared = self.spare(instances.find(filters))
         except EC2Error as error:
             raise AttackFailed(str(error), result={"filters": filters}) from None

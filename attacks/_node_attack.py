@@ -131,7 +131,7 @@ class NodeAttack(Attack):
         args = self.attack_config
         provider = str(args["provider"])
         result: dict[str, Any] = {"action": self.action, "provider": provider}
-        region = args.get("secrets_region")
+        region = args.get("secrets_region") or self.context.environment.aws_region
         try:
             key = resolve_secret(args["key"], region) if "key" in args else None
             secret = resolve_secret(args["secret"], region) if "secret" in args else None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chalicelib.adapters.secrets import SECRET_REFERENCE_SCHEMA
+from chalicelib.plugins.contract import AttackEnvironment
 from chaosmonkey.attacks import Attack, AttackFailed, AttackSkipped
 
 if TYPE_CHECKING:
@@ -168,13 +169,21 @@ def _split_port(host: str, default_port: int) -> tuple[str, int]:
     return host, default_port
 
 
-def _ec2_targets(args: dict[str, Any], default_port: int) -> tuple[list[SshTarget], list[str]]:
+def _ec2_targets(
+    args: dict[str, Any], default_port: int, where: AttackEnvironment
+) -> tuple[list[SshTarget], list[str]]:
     from chalicelib.adapters.ec2_targets import SimulatedInstances, find_hosts
     from chalicelib.adapters.ssh import SshTarget
 
     address = args.get("address", "private")
     try:
-        found = find_hosts(args["filters"], address=address, region=args.get("region"))
+        found = find_hosts(
+            args["filters"],
+            address=address,
+            region=args.get("region") or where.aws_region,
+            endpoint=where.ec2_endpoint,
+            simulated=where.simulated_ec2,
+        )
     except SimulatedInstances as refusal:
         raise AttackSkipped(str(refusal)) from None
     if not found:
@@ -190,11 +199,14 @@ def _ec2_targets(args: dict[str, Any], default_port: int) -> tuple[list[SshTarge
     return targets, without
 
 
-def choose_targets(args: dict[str, Any]) -> tuple[list[SshTarget], list[str]]:
+def choose_targets(
+    args: dict[str, Any], where: AttackEnvironment | None = None
+) -> tuple[list[SshTarget], list[str]]:
     """The hosts to attack, and the matching instances left out for lack of an address.
 
     ``count`` picks that many at random; by default one instance of those the filters
-    match (the 2017 behaviour) or every listed host.
+    match (the 2017 behaviour) or every listed host. ``where``: the engine's EC2 (the
+    attack's context), for hosts found by filters.
     """
     port = int(args["ssh"].get("port", 22))
     if "hosts" in args:
@@ -202,7 +214,7 @@ def choose_targets(args: dict[str, Any]) -> tuple[list[SshTarget], list[str]]:
         targets = _static_targets(args["hosts"], port)
         count = args.get("count", "all")
     else:
-        targets, without = _ec2_targets(args, port)
+        targets, without = _ec2_targets(args, port, where or AttackEnvironment())
         count = args.get("count", 1)
     if count != "all" and int(count) < len(targets):
         targets = random.sample(targets, int(count))
@@ -270,14 +282,15 @@ def run_script_everywhere(
     """
     args = attack.attack_config
     ssh = args["ssh"]
-    targets, without_address = choose_targets(args)
+    where = attack.context.environment
+    targets, without_address = choose_targets(args, where)
     labels = [target.label for target in targets]
     if attack.context.dry_run:
         raise AttackSkipped(
             f"dry run: {script_name} was not run on {labels}",
             result={"script": script_name, "targets": labels, "unaddressed": without_address},
         )
-    runner = build_runner(ssh, args.get("region"))
+    runner = build_runner(ssh, args.get("region") or where.aws_region)
     run_id = (attack.context.executor_id or uuid.uuid4().hex)[:8]
     full_env = {"CME_RUN_ID": run_id, **(env or {})}
     sudo = bool(ssh.get("sudo", needs_root and ssh["user"] != "root"))

@@ -54,6 +54,7 @@ def build_engine(
         allowed_lateness=settings.allowed_lateness,
         kill_switch=settings.kill_switch,
         max_run_time=settings.max_run_time,
+        environment=settings.attack_environment,
     )
     scheduler = scheduler_factory(runner)
     runner.scheduler = scheduler
@@ -76,24 +77,57 @@ def build_engine(
 
 
 def build_local_engine(
-    settings: Settings, clock: Clock | None = None, reap_every: timedelta = timedelta(seconds=60)
+    settings: Settings, clock: Clock | None = None, reap_every: timedelta | None = None
 ) -> Engine:
-    """Local mode: DynamoDB tables in moto (started by the caller) and APScheduler.
+    """Local mode: the store ``settings.store`` names, and APScheduler.
 
-    The scheduler also reaps lost executors every ``reap_every`` once started.
+    ``sqlite``: the durable SQLite file ``settings.database_path`` (its folder must exist).
+    ``moto``: the deployed DynamoDB code on moto's DynamoDB (started by the caller), in
+    memory. Once started, the scheduler re-arms the store's scheduled executors, reaps
+    lost ones every ``reap_every`` (default ``settings.reap_interval``) and, on SQLite,
+    purges what is past its retention (DynamoDB's TTL does that when deployed). The
+    caller shuts the scheduler down, then closes the store.
     """
-    from chalicelib.adapters.dynamo import DynamoStore
     from chalicelib.adapters.local_scheduler import LocalScheduler
 
-    store = DynamoStore(settings)
-    store.create_tables()
+    clock = clock or SystemClock()
+    store: Store
+    purge: Callable[[], object] | None = None
+    if settings.store == "moto":
+        from chalicelib.adapters.dynamo import DynamoStore
+
+        dynamo = DynamoStore(settings)
+        dynamo.create_tables()
+        store = dynamo
+    elif settings.store == "sqlite":
+        from chalicelib.adapters.sqlite_store import SqliteStore
+
+        sqlite = SqliteStore(
+            settings.database_path, executed_retention=settings.executed_retention, clock=clock
+        )
+        store = sqlite
+
+        def purge() -> object:
+            return sqlite.purge_expired(clock.now())
+
+    else:
+        raise ValueError(f"unknown local store {settings.store!r}")
 
     def local_scheduler(runner: ExecutorRunner) -> Scheduler:
         return LocalScheduler(
-            runner.run, settings.timezone, reap=runner.reap_lost, reap_every=reap_every
+            runner.run,
+            settings.timezone,
+            store=store,
+            reap=runner.reap_lost,
+            reap_every=reap_every or settings.reap_interval,
+            purge=purge,
         )
 
-    return build_engine(settings, store, local_scheduler, clock)
+    try:
+        return build_engine(settings, store, local_scheduler, clock)
+    except BaseException:
+        store.close()
+        raise
 
 
 def build_aws_engine(settings: Settings) -> Engine:

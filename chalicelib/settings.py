@@ -1,18 +1,30 @@
-"""Engine settings, read once from the environment (stage variables or local mode)."""
+"""Engine settings, read once from the environment (stage variables or local mode).
+
+Every ``CME_*`` variable is described once, in ``VARIABLES``: its Settings field, how its
+text is read, its default, what it means and, for the common ones, local mode's flag.
+``Settings.from_env`` reads them, the ``chaos-monkey-engine`` command builds its options
+and ``--help`` from them, and docs/local-mode.md lists them (a test keeps it so).
+"""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib.domain.model import EARLY_DELIVERY_WINDOW
+from chalicelib.domain.ports import MAX_PAGE_SIZE
+from chalicelib.plugins.contract import AttackEnvironment
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRUE_WORDS = frozenset({"true", "yes", "on", "y", "1"})
+FALSE_WORDS = frozenset({"false", "no", "off", "n", "0", ""})
 
 
 def is_true(value: object) -> bool:
@@ -32,10 +44,6 @@ AUTH_MODES = ("none", "iam", "api_key")
 # Kept free between an attack's longest run and the end of its Lambda or lease, for the
 # claim, recording the outcome and the Lambda's own start.
 ATTACK_TIME_MARGIN = timedelta(seconds=30)
-
-
-def _seconds(value: str | None) -> timedelta | None:
-    return timedelta(seconds=float(value)) if value else None
 
 
 def auth_mode(value: str) -> str:
@@ -104,6 +112,17 @@ class Settings:
     # Authorization header.
     auth: str = "none"
     api_token: str | None = None
+    # Where an attack's EC2 calls go (None: the region's endpoint); local mode sets it to
+    # its moto EC2 and marks that EC2 ``simulated`` (its addresses are not real hosts).
+    ec2_endpoint: str | None = None
+    simulated_ec2: bool = False
+    # Local mode: its store ("sqlite" or "moto", DynamoDB on moto through the deployed
+    # code), the data directory of the SQLite file, or that file itself (-d).
+    store: str = "sqlite"
+    data_dir: Path | None = None
+    database_file: Path | None = None
+    # Local mode runs the reaper this often (deployed, the reaper Lambda's schedule does).
+    reap_interval: timedelta = timedelta(seconds=60)
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -127,35 +146,472 @@ class Settings:
     def all_planner_folders(self) -> tuple[Path, ...]:
         return (builtin_folder("planners"), *self.planner_folders)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
+    @property
+    def database_path(self) -> Path:
+        """Local mode's SQLite file: ``database_file``, else ``DATABASE_NAME`` in the data
+        directory (``from_env(local=True)`` always sets one)."""
+        if self.database_file is not None:
+            return self.database_file
+        if self.data_dir is None:
+            raise ValueError("no data directory and no database file for the SQLite store")
+        return self.data_dir / DATABASE_NAME
 
-        def folders(name: str) -> tuple[Path, ...]:
-            return tuple(Path(p) for p in env.get(name, "").split(os.pathsep) if p)
-
-        return cls(
-            timezone_name=env.get("CME_TIMEZONE", cls.timezone_name),
-            plans_table=env.get("CME_PLANS_TABLE", cls.plans_table),
-            executors_table=env.get("CME_EXECUTORS_TABLE", cls.executors_table),
-            aws_region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", cls.aws_region)),
-            dynamodb_endpoint=env.get("CME_DYNAMODB_ENDPOINT") or None,
-            attack_folders=folders("CME_ATTACKS_FOLDERS"),
-            planner_folders=folders("CME_PLANNERS_FOLDERS"),
-            allowed_lateness=timedelta(seconds=int(env.get("CME_ALLOWED_LATENESS_SECONDS", "600"))),
-            max_run_time=timedelta(seconds=int(env.get("CME_MAX_RUN_SECONDS", "900"))),
-            max_executors_per_plan=int(env.get("CME_MAX_EXECUTORS_PER_PLAN", "500")),
-            list_limit=int(env.get("CME_LIST_LIMIT", "100")),
-            kill_switch=is_true(env.get("CME_KILL_SWITCH", "")),
-            plan_deadline=timedelta(seconds=float(env.get("CME_PLAN_DEADLINE_SECONDS", "25"))),
-            attack_function_timeout=_seconds(env.get("CME_ATTACK_FUNCTION_TIMEOUT_SECONDS")),
-            executed_retention=timedelta(days=float(env.get("CME_RETENTION_DAYS", "90"))),
-            on_lambda=bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),
-            schedule_group=env.get("CME_SCHEDULE_GROUP", cls.schedule_group),
-            scheduler_role_arn=env.get("CME_SCHEDULER_ROLE_ARN", ""),
-            attack_function_arn=env.get("CME_ATTACK_FUNCTION_ARN", ""),
-            dead_letter_arn=env.get("CME_DEAD_LETTER_ARN", ""),
-            scheduler_concurrency=int(env.get("CME_SCHEDULER_CONCURRENCY", "8")),
-            scheduler_rate_per_second=float(env.get("CME_SCHEDULER_RATE_PER_SECOND", "40")),
-            auth=auth_mode(env.get("CME_AUTH", "none")),
+    @property
+    def attack_environment(self) -> AttackEnvironment:
+        """What every attack's context says about where its cloud calls go."""
+        return AttackEnvironment(
+            aws_region=self.aws_region or None,
+            ec2_endpoint=self.ec2_endpoint,
+            simulated_ec2=self.simulated_ec2,
         )
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        local: bool = False,
+        flags: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """The settings the environment gives, read once.
+
+        ``local``: for local mode, which also reads its own variables (store, data
+        directory, token, reaper interval) and leaves the deployed-only ones (AWS
+        resources, ``CME_AUTH``, the attack function's timeout) at their defaults.
+        ``flags``: local mode's options by variable name; they beat the environment.
+        A bad value is a ValueError in one line naming the variable (or flag) and value.
+        """
+        env = os.environ if environ is None else environ
+        given = dict(flags or {})
+        values: dict[str, Any] = {}
+        for variable in VARIABLES:
+            if variable.scope == ("deployed" if local else "local"):
+                continue
+            if variable.name in given:
+                label, text = variable.flag or variable.name, given[variable.name]
+            elif variable.name in env:
+                label, text = variable.name, env[variable.name]
+            else:
+                continue
+            try:
+                values[variable.field] = variable.parse(text)
+            except ValueError as error:
+                raise ValueError(f"{label}: {error}") from None
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        values["aws_region"] = region or cls.aws_region
+        if local and values.get("data_dir") is None:
+            values["data_dir"] = default_data_dir(env)
+        else:
+            values["on_lambda"] = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+        return cls(**values)
+
+
+# -- reading values --------------------------------------------------------------------
+
+DATA_DIR_NAME = "chaos-monkey-engine"
+DATABASE_NAME = "engine.sqlite3"
+STORES = ("sqlite", "moto")
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_DATA_HOME/chaos-monkey-engine``, else ``~/.local/share/chaos-monkey-engine``
+    (the XDG base directory rule: a relative XDG_DATA_HOME is ignored)."""
+    xdg = environ.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / DATA_DIR_NAME
+    home = environ.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "share" / DATA_DIR_NAME
+
+
+def database_file(uri: str) -> Path:
+    """The SQLite file of a 2017 ``--database-uri``: ``sqlite:///relative/path``,
+    ``sqlite:////absolute/path`` (SQLAlchemy's forms) or a plain path (the 2017 Docker
+    image's default). ValueError for any other database."""
+    text = uri.strip()
+    if "://" not in text:
+        if not text:
+            raise ValueError("an empty database URI names no file")
+        return Path(text).expanduser()
+    scheme, _, rest = text.partition("://")
+    if scheme.lower() != "sqlite":
+        raise ValueError(f"{uri!r} is not a SQLite database (local mode stores in SQLite)")
+    if not rest.startswith("/") or rest in ("/", "/:memory:"):
+        raise ValueError(
+            f"{uri!r} names no file; give sqlite:///relative/path or sqlite:////absolute/path"
+        )
+    return Path(unquote(rest[1:].split("?", 1)[0])).expanduser()
+
+
+# Each reader turns a variable's text into its value, or raises ValueError with a
+# sentence that quotes the text.
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("an empty value is not allowed")
+    return value.strip()
+
+
+def _optional_text(value: str) -> str | None:
+    return value.strip() or None
+
+
+def _any_text(value: str) -> str:
+    return value.strip()
+
+
+def _boolean(value: str) -> bool:
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    # A kill switch set to a word we cannot read must not be read as "off".
+    raise ValueError(
+        f"{value!r} is neither true ({'/'.join(sorted(TRUE_WORDS))}) "
+        f"nor false ({'/'.join(sorted(FALSE_WORDS - {''}))})"
+    )
+
+
+def _number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    def read(value: str) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a whole number") from None
+        if number < low or (high is not None and number > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"{number} is not {bound}")
+        return number
+
+    return read
+
+
+def _seconds(minimum: float, inclusive: bool = True) -> Callable[[str], timedelta]:
+    def read(value: str) -> timedelta:
+        number = _number(value)
+        if number < minimum or (not inclusive and number == minimum):
+            bound = "at least" if inclusive else "more than"
+            raise ValueError(f"{number:g} s is not {bound} {minimum:g} s")
+        return timedelta(seconds=number)
+
+    return read
+
+
+def _optional_seconds(value: str) -> timedelta | None:
+    return _seconds(0, inclusive=False)(value) if value.strip() else None
+
+
+def _days(value: str) -> timedelta:
+    number = _number(value)
+    if number <= 0:
+        raise ValueError(f"{number:g} days is not more than 0")
+    return timedelta(days=number)
+
+
+def _positive(value: str) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise ValueError(f"{number:g} is not more than 0")
+    return number
+
+
+def _timezone(value: str) -> str:
+    load_timezone(value.strip())  # ValueError: unknown timezone 'Mars/Olympus'
+    return value.strip()
+
+
+def _folders(value: str) -> tuple[Path, ...]:
+    return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part)
+
+
+def _directory(value: str) -> Path | None:
+    return Path(value.strip()).expanduser() if value.strip() else None
+
+
+def _store(value: str) -> str:
+    name = value.strip().lower()
+    if name not in STORES:
+        raise ValueError(f"{value!r} is not one of {', '.join(STORES)}")
+    return name
+
+
+def _auth(value: str) -> str:
+    try:
+        return auth_mode(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not one of {', '.join(AUTH_MODES)}") from None
+
+
+def _database(value: str) -> Path | None:
+    return database_file(value) if value.strip() else None
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One ``CME_*`` environment variable: the Settings field it sets and how.
+
+    ``scope``: "both" (deployed and local mode), "deployed" (local mode ignores it) or
+    "local" (only local mode reads it). ``flag``: local mode's option for it, if any.
+    """
+
+    name: str
+    field: str
+    parse: Callable[[str], Any]
+    default: str
+    meaning: str
+    flag: str | None = None
+    metavar: str = "VALUE"
+    scope: str = "both"
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "CME_TIMEZONE",
+        "timezone_name",
+        _timezone,
+        "Europe/Madrid",
+        "timezone of dates given without an offset, and of dates in answers",
+        flag="--timezone",
+        metavar="TIMEZONE",
+    ),
+    Variable(
+        "CME_KILL_SWITCH",
+        "kill_switch",
+        _boolean,
+        "false",
+        "true: no attack runs; every executor that comes due ends skipped",
+        flag="--kill-switch",
+    ),
+    Variable(
+        "CME_ALLOWED_LATENESS_SECONDS",
+        "allowed_lateness",
+        _seconds(0),
+        "600",
+        "an executor delivered later than this after its time ends missed instead of running",
+        flag="--allowed-lateness",
+        metavar="SECONDS",
+    ),
+    Variable(
+        "CME_MAX_RUN_SECONDS",
+        "max_run_time",
+        _seconds(0, inclusive=False),
+        "900",
+        "an executor's lease: still running this long after it started, the reaper ends "
+        "it failed (lost)",
+        flag="--max-run-seconds",
+        metavar="SECONDS",
+    ),
+    Variable(
+        "CME_MAX_EXECUTORS_PER_PLAN",
+        "max_executors_per_plan",
+        _integer(1),
+        "500",
+        "the most executors one plan may have",
+        flag="--max-executors-per-plan",
+        metavar="N",
+    ),
+    Variable(
+        "CME_LIST_LIMIT",
+        "list_limit",
+        _integer(1, MAX_PAGE_SIZE),
+        "100",
+        f"a list's page size when the request gives no limit (1 to {MAX_PAGE_SIZE})",
+        flag="--list-limit",
+        metavar="N",
+    ),
+    Variable(
+        "CME_PLAN_DEADLINE_SECONDS",
+        "plan_deadline",
+        _seconds(0, inclusive=False),
+        "25",
+        "plan creation finishes, or undoes itself, within this",
+        flag="--plan-deadline",
+        metavar="SECONDS",
+    ),
+    Variable(
+        "CME_RETENTION_DAYS",
+        "executed_retention",
+        _days,
+        "90",
+        "executed executors and settled plans are deleted this long after they ended",
+        flag="--retention-days",
+        metavar="DAYS",
+    ),
+    Variable(
+        "CME_ATTACKS_FOLDERS",
+        "attack_folders",
+        _folders,
+        "",
+        f"more folders of attack plugins, separated by {os.pathsep!r} (flag: repeatable)",
+        flag="--attacks-folder",
+        metavar="FOLDER",
+    ),
+    Variable(
+        "CME_PLANNERS_FOLDERS",
+        "planner_folders",
+        _folders,
+        "",
+        f"more folders of planner plugins, separated by {os.pathsep!r} (flag: repeatable)",
+        flag="--planners-folder",
+        metavar="FOLDER",
+    ),
+    Variable(
+        "CME_EC2_ENDPOINT",
+        "ec2_endpoint",
+        _optional_text,
+        "",
+        "the EC2 endpoint the EC2 attacks call instead of the region's (local mode "
+        "serves moto's and uses it unless --real-aws-targets)",
+    ),
+    Variable(
+        "CME_PLANS_TABLE",
+        "plans_table",
+        _text,
+        "cme-plans",
+        "DynamoDB table of plans (deployed; local mode's --store moto)",
+    ),
+    Variable(
+        "CME_EXECUTORS_TABLE",
+        "executors_table",
+        _text,
+        "cme-executors",
+        "DynamoDB table of executors (deployed; local mode's --store moto)",
+    ),
+    Variable(
+        "CME_DYNAMODB_ENDPOINT",
+        "dynamodb_endpoint",
+        _optional_text,
+        "",
+        "another DynamoDB endpoint (deployed engine and tests)",
+        scope="deployed",
+    ),
+    Variable(
+        "CME_STORE",
+        "store",
+        _store,
+        "sqlite",
+        "local mode's store: sqlite (durable, in the data directory) or moto (DynamoDB "
+        "on moto, in memory, through the deployed storage code)",
+        flag="--store",
+        metavar="{sqlite,moto}",
+        scope="local",
+    ),
+    Variable(
+        "CME_DATA_DIR",
+        "data_dir",
+        _directory,
+        "$XDG_DATA_HOME/chaos-monkey-engine, else ~/.local/share/chaos-monkey-engine",
+        f"local mode's data directory (created if missing); the SQLite file is "
+        f"{DATABASE_NAME} in it",
+        flag="--data-dir",
+        metavar="DIR",
+        scope="local",
+    ),
+    Variable(
+        "CME_DATABASE_URI",
+        "database_file",
+        _database,
+        "",
+        "the SQLite file itself, the 2017 way: sqlite:///relative/path, "
+        "sqlite:////absolute/path or a path; beats the data directory",
+        flag="--database-uri",
+        metavar="URI",
+        scope="local",
+    ),
+    Variable(
+        "CME_API_TOKEN",
+        "api_token",
+        _optional_text,
+        "",
+        "require 'Authorization: Bearer TOKEN' on every request; needed to bind a "
+        "non-loopback --host",
+        flag="--token",
+        metavar="TOKEN",
+        scope="local",
+    ),
+    Variable(
+        "CME_REAP_INTERVAL_SECONDS",
+        "reap_interval",
+        _seconds(0, inclusive=False),
+        "60",
+        "how often local mode ends lost and never-delivered executors (deployed: every 5 minutes)",
+        flag="--reap-interval",
+        metavar="SECONDS",
+        scope="local",
+    ),
+    Variable(
+        "CME_AUTH",
+        "auth",
+        _auth,
+        "none",
+        "API protection on API Gateway: iam, api_key or none; read when the app is packaged",
+        scope="deployed",
+    ),
+    Variable(
+        "CME_ATTACK_FUNCTION_TIMEOUT_SECONDS",
+        "attack_function_timeout",
+        _optional_seconds,
+        "",
+        "the attack Lambda's timeout; attacks that may outlive it are refused at plan time",
+        scope="deployed",
+    ),
+    Variable(
+        "CME_SCHEDULE_GROUP",
+        "schedule_group",
+        _text,
+        "chaos-monkey-engine",
+        "EventBridge Scheduler group",
+        scope="deployed",
+    ),
+    Variable(
+        "CME_SCHEDULER_ROLE_ARN",
+        "scheduler_role_arn",
+        _any_text,
+        "",
+        "role EventBridge Scheduler assumes to invoke the attack function",
+        scope="deployed",
+    ),
+    Variable(
+        "CME_ATTACK_FUNCTION_ARN",
+        "attack_function_arn",
+        _any_text,
+        "",
+        "the attack function schedules invoke",
+        scope="deployed",
+    ),
+    Variable(
+        "CME_DEAD_LETTER_ARN",
+        "dead_letter_arn",
+        _any_text,
+        "",
+        "SQS queue of deliveries the scheduler gave up on",
+        scope="deployed",
+    ),
+    Variable(
+        "CME_SCHEDULER_CONCURRENCY",
+        "scheduler_concurrency",
+        _integer(1),
+        "8",
+        "schedules created in parallel for one plan",
+        scope="deployed",
+    ),
+    Variable(
+        "CME_SCHEDULER_RATE_PER_SECOND",
+        "scheduler_rate_per_second",
+        _positive,
+        "40",
+        "pace of EventBridge Scheduler calls",
+        scope="deployed",
+    ),
+)

@@ -3,22 +3,22 @@
 Credentials come from the standard AWS chain (environment, shared files, container or
 Lambda role) through botocore, *including the session token* that a role provides; the
 2017 ``AWS_IAM_ROLE`` variable is honoured by that same chain, so nothing here calls the
-instance metadata service by hand. The region is the argument, else ``AWS_DEFAULT_REGION``,
-else the chain's region. ``CME_EC2_ENDPOINT`` (``http://127.0.0.1:5000``) points the
-driver at another EC2 endpoint: local mode points it at moto.
+instance metadata service by hand. The region is the argument, else the chain's region
+(``AWS_DEFAULT_REGION``...). The endpoint is the argument, else the region's public one;
+the engine passes its own (the ``ec2_endpoint`` setting: local mode's moto, or
+``CME_EC2_ENDPOINT``) on each attack's context, and nothing here reads it from the
+environment.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-ENDPOINT_VARIABLE = "CME_EC2_ENDPOINT"
 STATE_FILTERS = frozenset({"instance-state-name", "instance-state-code"})
 
 # Exclusion filters evaluated on the instances one describe call returned: the
@@ -69,10 +69,7 @@ def aws_credentials() -> AwsCredentials:
 
 
 def default_region() -> str | None:
-    """``AWS_DEFAULT_REGION``, else the region the AWS chain configures (``AWS_REGION``...)."""
-    region = os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        return region
+    """The region the AWS chain configures (``AWS_DEFAULT_REGION``, the profile's...)."""
     import boto3
 
     return boto3.Session().region_name or None
@@ -83,15 +80,16 @@ class EC2DriverFactory:
 
     ``EC2DriverFactory(region=None).get_driver()``. Credentials: the standard AWS chain,
     session token included (``AWS_IAM_ROLE`` from 2017 needs nothing more). Region: the
-    argument, else ``AWS_DEFAULT_REGION``. Endpoint: the argument, else the
-    ``CME_EC2_ENDPOINT`` environment variable, else the region's public endpoint.
+    argument, else the chain's (``AWS_DEFAULT_REGION``). Endpoint: the argument, else the
+    region's public endpoint. (``chaosmonkey.drivers.EC2DriverFactory``, the class 2017
+    plugins import, fills both in from the running attack's context.)
     """
 
     def __init__(self, region: str | None = None, endpoint: str | None = None) -> None:
         self.region = region or default_region()
         if not self.region:
             raise EC2Error("no AWS region: give one in the attack or set AWS_DEFAULT_REGION")
-        self.endpoint = endpoint or os.environ.get(ENDPOINT_VARIABLE) or None
+        self.endpoint = endpoint or None
         credentials = aws_credentials()
         # The 2017 attribute names, kept for plugins that read them.
         self.aws_ak = credentials.access_key
@@ -235,9 +233,11 @@ def _instance(node: Any) -> Instance:
 class EC2Instances:
     """The instances of one region, found by EC2 filters and acted on through Libcloud."""
 
-    def __init__(self, region: str | None = None, driver: Any = None) -> None:
+    def __init__(
+        self, region: str | None = None, driver: Any = None, endpoint: str | None = None
+    ) -> None:
         if driver is None:
-            driver = EC2DriverFactory(region).get_driver()
+            driver = EC2DriverFactory(region, endpoint).get_driver()
         self.driver = driver
         self.region = region or getattr(self.driver, "region_name", None)
 

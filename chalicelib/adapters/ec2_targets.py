@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,24 +36,28 @@ def _as_ec2_filters(filters: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-SIMULATED_EC2_VARIABLE = "CME_SIMULATED_EC2"
-
-
 class SimulatedInstances(Exception):
     """The EC2 being attacked is local mode's moto: its addresses are not real hosts."""
 
 
 def find_hosts(
-    filters: dict[str, Any], address: str = "private", region: str | None = None
+    filters: dict[str, Any],
+    address: str = "private",
+    region: str | None = None,
+    *,
+    endpoint: str | None = None,
+    simulated: bool = False,
 ) -> list[Ec2Host]:
     """Running instances matching ``filters`` with their ``private`` or ``public`` address.
 
-    One paginated describe call; ``address`` is None for an instance without that kind
-    of address (the caller reports it rather than connecting nowhere). In local mode with
-    moto's EC2 the instances are made up and so are their addresses, which may be real
-    machines on the user's network: SimulatedInstances, and no connection is made.
+    One paginated describe call (to ``endpoint`` when given, else the region's; the region
+    is the AWS chain's when None); ``address`` is None for an instance without that kind
+    of address (the caller reports it rather than connecting nowhere). ``simulated``: the
+    EC2 is local mode's moto, whose instances are made up and so are their addresses,
+    which may be real machines on the user's network: SimulatedInstances, and no
+    connection is made.
     """
-    if os.environ.get(SIMULATED_EC2_VARIABLE):
+    if simulated:
         raise SimulatedInstances(
             "local mode's EC2 instances are moto's and their addresses are not real hosts, "
             "so no SSH connection is made; give static 'hosts' or start local mode with "
@@ -62,7 +65,7 @@ def find_hosts(
         )
     import boto3
 
-    client = boto3.client("ec2", region_name=region or os.environ.get("AWS_DEFAULT_REGION"))
+    client = boto3.client("ec2", region_name=region, endpoint_url=endpoint)
     paginator = client.get_paginator("describe_instances")
     found: list[Ec2Host] = []
     for page in paginator.paginate(Filters=_as_ec2_filters(with_running_state(filters))):

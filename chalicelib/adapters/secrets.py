@@ -93,7 +93,8 @@ def _client(service: str, region: str | None) -> Any:
         logger = logging.getLogger(name)
         if _BODY_FILTER not in logger.filters:
             logger.addFilter(_BODY_FILTER)
-    return boto3.client(service, region_name=region or os.environ.get("AWS_DEFAULT_REGION"))
+    # region None: the AWS chain's (AWS_DEFAULT_REGION, the profile's...).
+    return boto3.client(service, region_name=region)
 
 
 def _from_ssm(reference: dict[str, Any], region: str | None) -> str:

@@ -1,8 +1,9 @@
 """Where local mode's cloud attacks land: moto's EC2 on 127.0.0.1 (default) or real AWS.
 
 By default local mode serves moto's EC2 on a free port of 127.0.0.1 and points the EC2
-driver at it (``CME_EC2_ENDPOINT``), while ``mock_aws`` catches every other AWS call in
-the process, so nothing real can be hit by accident. ``--demo`` seeds a few tagged
+attacks at it (the ``ec2_endpoint`` setting, on every attack's context), while
+``mock_aws`` catches every other AWS call in the process, so nothing real can be hit by
+accident. ``--demo`` seeds a few tagged
 instances there. ``--real-aws-targets`` keeps storage and the scheduler local (moto's
 DynamoDB, APScheduler) but lets the attacks' calls (EC2, SSM, Secrets Manager) reach
 real AWS with the credentials and region of the environment.
@@ -16,16 +17,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.adapters.ec2 import ENDPOINT_VARIABLE
-from chalicelib.adapters.ec2_targets import SIMULATED_EC2_VARIABLE
+if TYPE_CHECKING:
+    from moto.core.config import DefaultConfig
 
 CREDENTIAL_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
@@ -81,71 +81,84 @@ def from_options(options: argparse.Namespace) -> Targets:
 
 
 def environment(targets: Targets, fake_aws: Mapping[str, str]) -> dict[str, str]:
-    """The variables local mode sets: all of ``fake_aws`` (fake credentials, region, no
-    metadata calls), except, for real targets, the credentials and region, which stay
-    the environment's."""
+    """The variables local mode sets once, at process start: all of ``fake_aws`` (fake
+    credentials, region, no metadata calls), except, for real targets, the credentials
+    and region, which stay the environment's.
+
+    They go in the environment, not in a setting, because boto3's credential chain and
+    botocore's metadata switch read them from there, in every library that builds a
+    client (PynamoDB, moto's own, a plugin's)."""
     if not targets.real_aws:
         return dict(fake_aws)
     kept = (*CREDENTIAL_VARIABLES, *REGION_VARIABLES)
     return {name: value for name, value in fake_aws.items() if name not in kept}
 
 
-def check(targets: Targets) -> None:
-    """ValueError when real targets lack credentials or a region (call after ``environment``)."""
+def check(targets: Targets) -> str | None:
+    """For real targets, the region to attack (the AWS chain's); ValueError when the
+    credentials or the region are missing (call after ``environment``). None otherwise."""
     if not targets.real_aws:
-        return
+        return None
     from chalicelib.adapters.ec2 import EC2Error, aws_credentials, default_region
 
     try:
         aws_credentials()
     except EC2Error as error:
         raise ValueError(f"--real-aws-targets: {error}") from None
-    if not default_region():
+    region = default_region()
+    if not region:
         raise ValueError("--real-aws-targets: set AWS_DEFAULT_REGION to the region to attack")
+    return region
 
 
-def mock_config(targets: Targets) -> dict[str, Any] | None:
-    """moto's configuration: None (mock everything) unless attacks go to real AWS."""
-    if not targets.real_aws:
-        return None
+def mock_config(targets: Targets) -> DefaultConfig:
+    """moto's configuration: mock every AWS service, except, for real targets, the ones
+    attacks call."""
     from moto.core.config import default_user_config
 
     core = copy.deepcopy(default_user_config.get("core", {}))
-    # moto would otherwise replace the real credentials with fake ones while it runs.
+    # moto would otherwise write its own fake credentials into os.environ while it runs
+    # (replacing the real ones of real targets): the process's are set once, at start.
     core["mock_credentials"] = False
-    core["passthrough"] = {"urls": [], "services": list(ATTACK_SERVICES)}
+    if targets.real_aws:
+        core["passthrough"] = {"urls": [], "services": list(ATTACK_SERVICES)}
     return {"core": core}
 
 
-def start(targets: Targets) -> Callable[[], None]:
-    """Start what ``targets`` needs (moto's EC2 server, demo instances); returns a stopper."""
+@dataclass(frozen=True)
+class RunningTargets:
+    """What local mode's targets are once started: where EC2 attacks go, and how to stop."""
+
+    ec2_endpoint: str | None
+    simulated_ec2: bool
+    stop: Callable[[], None]
+
+
+def start(targets: Targets, region: str) -> RunningTargets:
+    """Start what ``targets`` needs (moto's EC2 server, demo instances in ``region``)."""
     if targets.real_aws:
-        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
         print(
             f"WARNING: attacks target REAL AWS (region {region}) with the environment's "
             "credentials",
             file=sys.stderr,
             flush=True,
         )
-        return lambda: None
+        return RunningTargets(ec2_endpoint=None, simulated_ec2=False, stop=lambda: None)
     server = LocalEC2()
     server.start()
-    os.environ[ENDPOINT_VARIABLE] = server.endpoint
-    # moto's instances have made-up addresses: SSH attacks must not connect to them.
-    os.environ[SIMULATED_EC2_VARIABLE] = "1"
     line = f"EC2 targets: moto at {server.endpoint} (nothing real can be attacked)"
     if targets.demo:
-        seeded = seed_demo(server.endpoint)
+        seeded = seed_demo(server.endpoint, region)
         line += f"; demo instances: {', '.join(seeded)}"
     print(line, flush=True)
-    return server.stop
+    # moto's instances have made-up addresses: SSH attacks must not connect to them.
+    return RunningTargets(ec2_endpoint=server.endpoint, simulated_ec2=True, stop=server.stop)
 
 
-def seed_demo(endpoint: str) -> list[str]:
+def seed_demo(endpoint: str, region: str) -> list[str]:
     """Launch the demo instances (tagged ``Chaos``, named ``demo-*``); their ids."""
     import boto3
 
-    region = os.environ.get("AWS_DEFAULT_REGION", "eu-west-1")
     client = boto3.client("ec2", endpoint_url=endpoint, region_name=region)
     launched: list[str] = []
     for name, zone, tags in DEMO_INSTANCES:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, ClassVar
@@ -43,6 +46,23 @@ class _SystemClock:
         return utc_now()
 
 
+@dataclass(frozen=True)
+class AttackEnvironment:
+    """Where an attack's cloud calls go: the same for every run of one engine, taken from
+    its settings once (never from ``os.environ`` at run time).
+
+    ``aws_region``: the region of EC2, SSM and Secrets Manager calls when the attack's
+    arguments name none (None: the AWS chain's). ``ec2_endpoint``: another EC2 endpoint
+    (local mode's moto, or ``CME_EC2_ENDPOINT``); None for the region's own.
+    ``simulated_ec2``: the EC2 being attacked is local mode's moto, whose instances have
+    made-up addresses, so SSH attacks must not connect to them.
+    """
+
+    aws_region: str | None = None
+    ec2_endpoint: str | None = None
+    simulated_ec2: bool = False
+
+
 @dataclass
 class AttackContext:
     """What the engine tells an attack about the run it is part of."""
@@ -52,6 +72,30 @@ class AttackContext:
     dry_run: bool = False
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("attacks"))
     clock: Any = field(default_factory=_SystemClock)
+    environment: AttackEnvironment = field(default_factory=AttackEnvironment)
+
+    @contextmanager
+    def active(self) -> Iterator[AttackContext]:
+        """Make this the context ``active_context()`` returns while the attack runs.
+
+        For code an attack calls that cannot be handed the context: a 2017 plugin's
+        ``EC2DriverFactory()`` finds the engine's region and EC2 endpoint through it.
+        """
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
+
+
+# The context of the attack running in this thread (a ContextVar, so each scheduler
+# thread sees its own run's), set only by ``AttackContext.active``.
+_ACTIVE: ContextVar[AttackContext | None] = ContextVar("cme_attack_context", default=None)
+
+
+def active_context() -> AttackContext | None:
+    """The context of the attack this thread is running, None outside of a run."""
+    return _ACTIVE.get()
 
 
 def _to_dict(ref: Any, schema: Any, example: Any) -> dict[str, Any]:

@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.domain.errors import OrphanExecutor, UnknownPlugin
 from chalicelib.domain.model import EARLY_DELIVERY_WINDOW, Executor, ExecutorStatus
 from chalicelib.domain.ports import Clock, Scheduler, Store
-from chalicelib.plugins.contract import Attack, AttackContext, AttackFailed, AttackSkipped
+from chalicelib.plugins.contract import (
+    Attack,
+    AttackContext,
+    AttackEnvironment,
+    AttackFailed,
+    AttackSkipped,
+)
 from chalicelib.plugins.registry import PluginSet
 from chalicelib.services.paging import plan_executor_ids
 
@@ -71,6 +77,8 @@ class ExecutorRunner:
     # Set after construction (the scheduler is built from the runner): the reaper removes
     # the schedules of orphans and abandoned plans through it.
     scheduler: Scheduler | None = None
+    # Where attacks' cloud calls go (region, EC2 endpoint), on every attack's context.
+    environment: AttackEnvironment = field(default_factory=AttackEnvironment)
 
     def run(self, executor_id: str, run_at: datetime | None = None) -> Executor | None:
         """Run the executor once; returns it as recorded, or None if it does not exist.
@@ -236,8 +244,10 @@ class ExecutorRunner:
                 dry_run=executor.dry_run,
                 logger=logging.getLogger(f"attacks.{ref}"),
                 clock=self.clock,
+                environment=self.environment,
             )
-            outcome = attack.run()
+            with attack.context.active():
+                outcome = attack.run()
             if executor.dry_run:
                 # A dry run is recorded like a real run but always ends skipped.
                 raise AttackSkipped(f"dry run: {ref} reported what it would do", outcome)

@@ -1,5 +1,5 @@
 """2017 import path ``chaosmonkey.drivers``: the engine's Libcloud driver factories."""
 
-from chalicelib.adapters.ec2 import EC2DriverFactory
+from chaosmonkey.drivers.ec2_driver import EC2DriverFactory
 
 __all__ = ["EC2DriverFactory"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +57,8 @@ class Engine:
     base: str
     output: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
+    # A data directory made for this engine alone, removed when it stops.
+    scratch: Path | None = None
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
@@ -109,20 +113,43 @@ def target() -> Iterator[Target]:
         server.server.server_close()
 
 
-def start_engine(*args: str) -> Engine:
+# Options that say where the engine keeps its state.
+STATE_OPTIONS = ("--data-dir", "-d", "--database-uri", "--store")
+
+
+def start_engine(*args: str, env: dict[str, str] | None = None) -> Engine:
+    """The command on a free port. Unless ``args`` say where its state lives, it gets a
+    data directory of its own (never the user's default one), removed when it stops."""
     port = free_port()
-    env = {**os.environ, **FAKE_AWS, "PYTHONUNBUFFERED": "1"}
+    scratch = None
+    if not any(arg.split("=")[0] in STATE_OPTIONS for arg in args):
+        scratch = Path(tempfile.mkdtemp(prefix="cme-e2e-"))
+        args = (*args, "--data-dir", str(scratch))
+    environment = {**os.environ, **FAKE_AWS, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(
         [str(COMMAND), "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
+        env=environment,
     )
-    engine = Engine(process, f"http://127.0.0.1:{port}")
+    engine = Engine(process, f"http://127.0.0.1:{port}", scratch=scratch)
     engine.reader = threading.Thread(target=_collect, args=(process, engine.output), daemon=True)
     engine.reader.start()
     return engine
+
+
+def wait_until_listening(engine: Engine, timeout: float = 60) -> None:
+    """Until the engine says where it listens; fails with its output if it exits first."""
+    wait_for(
+        lambda: (
+            any("listening on" in line for line in engine.output)
+            or engine.process.poll() is not None
+        ),
+        timeout=timeout,
+        what="the engine to listen",
+    )
+    assert engine.process.poll() is None, "\n".join(engine.output)
 
 
 def _collect(process: subprocess.Popen[str], lines: list[str]) -> None:
@@ -141,10 +168,26 @@ def stop_engine(engine: Engine) -> int:
         engine.process.wait(timeout=10)
         raise
     finally:
-        if engine.reader is not None:
-            engine.reader.join(timeout=10)
-        if engine.process.stdout is not None:
-            engine.process.stdout.close()
+        _release(engine)
+
+
+def kill_engine(engine: Engine) -> int:
+    """SIGKILL: the engine dies at once, as in a crash, with no chance to tidy up."""
+    if engine.process.poll() is None:
+        engine.process.send_signal(signal.SIGKILL)
+    try:
+        return engine.process.wait(timeout=20)
+    finally:
+        _release(engine)
+
+
+def _release(engine: Engine) -> None:
+    if engine.reader is not None:
+        engine.reader.join(timeout=10)
+    if engine.process.stdout is not None:
+        engine.process.stdout.close()
+    if engine.scratch is not None:
+        shutil.rmtree(engine.scratch, ignore_errors=True)
 
 
 @pytest.fixture
@@ -153,14 +196,7 @@ def running_engine() -> Iterator[Engine]:
     plugins = FIXTURES / "plugins_2017"
     engine = start_engine("-a", str(plugins / "attacks"), "-l", str(plugins / "planners"))
     try:
-        wait_for(
-            lambda: (
-                any("listening on" in line for line in engine.output)
-                or engine.process.poll() is not None
-            ),
-            what="the engine to listen",
-        )
-        assert engine.process.poll() is None, "\n".join(engine.output)
+        wait_until_listening(engine)
         yield engine
     finally:
         stop_engine(engine)

@@ -22,7 +22,8 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from chalicelib.adapters.ec2 import ENDPOINT_VARIABLE
+from chalicelib.plugins.contract import AttackEnvironment
+from chalicelib.settings import Settings
 
 REGION = "eu-west-1"
 AMI = "ami-12c6146b"
@@ -91,6 +92,11 @@ class Fleet:
         )
         return [instance["InstanceId"] for instance in answer["Instances"]]
 
+    @property
+    def environment(self) -> AttackEnvironment:
+        """What an attack's context says when the engine's EC2 is this one."""
+        return AttackEnvironment(aws_region=REGION, ec2_endpoint=self.endpoint)
+
     def states(self) -> dict[str, str]:
         """Instance id -> state name, for every instance."""
         found = {}
@@ -108,14 +114,22 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(
-    moto_server: str, tolerant_libcloud: None, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Fleet]:
-    """An empty moto EC2 that the product's EC2 driver talks to (via CME_EC2_ENDPOINT)."""
+def fleet(moto_server: str, tolerant_libcloud: None) -> Iterator[Fleet]:
+    """An empty moto EC2 that the product's EC2 driver talks to (the attack context's
+    ``ec2_endpoint``, as the engine's settings set it)."""
     requests.post(f"{moto_server}/moto-api/reset", timeout=10).raise_for_status()
-    monkeypatch.setenv(ENDPOINT_VARIABLE, moto_server)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     yield Fleet(moto_server)
+
+
+@pytest.fixture
+def settings(moto_server: str) -> Settings:
+    """The engine's settings here: its EC2 attacks call moto's EC2 server."""
+    return Settings(
+        plans_table="test-plans",
+        executors_table="test-executors",
+        aws_region=REGION,
+        ec2_endpoint=moto_server,
+    )
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from chalicelib.adapters.ec2 import EC2DriverFactory, EC2Error
+from chalicelib.plugins.contract import AttackContext, AttackEnvironment
+from chalicelib.settings import Settings
 from tests.attacks.ec2.conftest import Fleet
 
 
@@ -14,8 +16,8 @@ def test_the_factory_is_importable_the_2017_ways() -> None:
     from chaosmonkey.drivers import EC2DriverFactory as from_package
     from chaosmonkey.drivers.ec2_driver import EC2DriverFactory as from_module
 
-    assert from_package is EC2DriverFactory
-    assert from_module is EC2DriverFactory
+    assert from_package is from_module
+    assert issubclass(from_module, EC2DriverFactory)
 
 
 def role_credentials(monkeypatch: pytest.MonkeyPatch, key: str, secret: str, token: str) -> None:
@@ -125,24 +127,51 @@ def test_an_unknown_region_is_a_clear_error() -> None:
         EC2DriverFactory("mars-north-1").get_driver()
 
 
-def test_without_an_endpoint_the_driver_targets_the_regional_aws_endpoint(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("CME_EC2_ENDPOINT", raising=False)
-
+def test_without_an_endpoint_the_driver_targets_the_regional_aws_endpoint() -> None:
     connection = EC2DriverFactory("eu-west-1").get_driver().connection
 
     assert (connection.host, connection.secure) == ("ec2.eu-west-1.amazonaws.com", True)
 
 
-def test_the_endpoint_variable_points_the_driver_elsewhere(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_endpoint_argument_points_the_driver_elsewhere() -> None:
+    connection = EC2DriverFactory("eu-west-1", "http://127.0.0.1:4567").get_driver().connection
+
+    assert (connection.host, connection.port, connection.secure) == ("127.0.0.1", 4567, False)
+
+
+def test_the_endpoint_variable_is_not_read_at_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CME_EC2_ENDPOINT is a setting, read once at start (Settings.from_env).
     monkeypatch.setenv("CME_EC2_ENDPOINT", "http://127.0.0.1:4567")
 
     connection = EC2DriverFactory("eu-west-1").get_driver().connection
 
-    assert (connection.host, connection.port, connection.secure) == ("127.0.0.1", 4567, False)
+    assert connection.host == "ec2.eu-west-1.amazonaws.com"
+    assert Settings.from_env().ec2_endpoint == "http://127.0.0.1:4567"
+
+
+def test_in_an_attack_run_the_2017_factory_takes_the_engine_region_and_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chaosmonkey.drivers import EC2DriverFactory as Factory2017
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+    engine = AttackEnvironment(aws_region="eu-central-1", ec2_endpoint="http://127.0.0.1:4567")
+
+    with AttackContext(environment=engine).active():
+        inside = Factory2017().get_driver()
+        chosen = Factory2017("us-east-2", "http://127.0.0.1:9999").get_driver()
+    outside = Factory2017().get_driver()
+
+    assert (inside.region_name, inside.connection.host, inside.connection.port) == (
+        "eu-central-1",
+        "127.0.0.1",
+        4567,
+    )
+    assert (chosen.region_name, chosen.connection.port) == ("us-east-2", 9999)
+    assert (outside.region_name, outside.connection.host) == (
+        "eu-west-3",
+        "ec2.eu-west-3.amazonaws.com",
+    )
 
 
 def test_a_malformed_endpoint_is_a_clear_error() -> None:
@@ -151,10 +180,14 @@ def test_a_malformed_endpoint_is_a_clear_error() -> None:
 
 
 def test_the_driver_lists_moto_instances_by_tag(fleet: Fleet) -> None:
+    from chaosmonkey.drivers import EC2DriverFactory as Factory2017
+
     tagged = fleet.launch(2, tags={"Chaos": "true", "Name": "web"})
     fleet.launch(1, tags={"Chaos": "false"})
 
-    driver = EC2DriverFactory().get_driver()
+    # As a 2017 plugin does it, inside an attack run whose engine's EC2 is the fleet.
+    with AttackContext(environment=fleet.environment).active():
+        driver = Factory2017().get_driver()
     nodes = driver.list_nodes(ex_filters={"tag:Chaos": "true"})
 
     assert sorted(node.id for node in nodes) == sorted(tagged)

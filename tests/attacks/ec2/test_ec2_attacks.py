@@ -11,7 +11,7 @@ import pytest
 from chalicelib.bootstrap import Engine
 from chalicelib.domain.errors import InvalidPayload
 from chalicelib.domain.model import ExecutorStatus
-from chalicelib.plugins.contract import Attack, AttackFailed, AttackSkipped
+from chalicelib.plugins.contract import Attack, AttackContext, AttackFailed, AttackSkipped
 from chalicelib.plugins.registry import PluginSet, load_plugins
 from chalicelib.plugins.validation import validate
 from chalicelib.settings import builtin_folder
@@ -34,9 +34,12 @@ def attacks() -> PluginSet[Attack]:
     return loaded
 
 
-def run(attacks: PluginSet[Attack], ref: str, args: dict[str, Any], dry_run: bool = False) -> Any:
+def run(
+    attacks: PluginSet[Attack], fleet: Fleet, ref: str, args: dict[str, Any], dry_run: bool = False
+) -> Any:
+    """Run an attack as the engine does, its context naming the fleet's EC2."""
     attack = attacks.resolve(ref)(args)
-    attack.context.dry_run = dry_run
+    attack.context = AttackContext(dry_run=dry_run, environment=fleet.environment)
     return attack.run()
 
 
@@ -137,7 +140,7 @@ def test_terminate_kills_one_matching_instance_and_names_it(
     chaos = fleet.launch(3, tags={**suite_tag, "Name": "web"})
     bystanders = fleet.launch(2, tags={"Name": "db"})
 
-    result = run(attacks, TERMINATE, {"filters": {"tag:Suite": suite_tag["Suite"]}})
+    result = run(attacks, fleet, TERMINATE, {"filters": {"tag:Suite": suite_tag["Suite"]}})
 
     victim = result["instance"]["id"]
     states = fleet.states()
@@ -160,7 +163,7 @@ def test_running_is_added_without_changing_the_stored_config(
     stored = copy.deepcopy(args)
 
     with pytest.raises(AttackSkipped, match=r"^no instance matched$"):
-        run(attacks, TERMINATE, args)
+        run(attacks, fleet, TERMINATE, args)
 
     assert args == stored
     assert fleet.states()[stopped] == "stopped"
@@ -174,7 +177,7 @@ def test_a_state_filter_in_the_plan_is_respected(
     fleet.stop(stopped)
 
     filters = {"tag:Suite": suite_tag["Suite"], "instance-state-name": ["stopped"]}
-    result = run(attacks, TERMINATE, {"filters": filters})
+    result = run(attacks, fleet, TERMINATE, {"filters": filters})
 
     assert result["instance"]["id"] == stopped
     assert fleet.states()[running] == "running"
@@ -184,7 +187,7 @@ def test_no_match_is_skipped_with_the_reason(attacks: PluginSet[Attack], fleet: 
     fleet.launch(2, tags={"Chaos": "false"})
 
     with pytest.raises(AttackSkipped) as skipped:
-        run(attacks, TERMINATE, {"filters": {"tag:Chaos": "true"}})
+        run(attacks, fleet, TERMINATE, {"filters": {"tag:Chaos": "true"}})
 
     assert skipped.value.reason == "no instance matched"
 
@@ -195,7 +198,7 @@ def test_dry_run_names_the_instance_and_terminates_nothing(
     (only,) = fleet.launch(1, tags={**suite_tag, "Name": "web"})
 
     with pytest.raises(AttackSkipped) as skipped:
-        run(attacks, TERMINATE, {"filters": {"tag:Suite": suite_tag["Suite"]}}, dry_run=True)
+        run(attacks, fleet, TERMINATE, {"filters": {"tag:Suite": suite_tag["Suite"]}}, dry_run=True)
 
     assert skipped.value.reason.startswith(f"dry run: would terminate {only} (name web")
     assert fleet.states()[only] == "running"
@@ -208,19 +211,19 @@ def test_region_is_honoured(
     filters = {"tag:Suite": suite_tag["Suite"]}
 
     with pytest.raises(AttackSkipped):
-        run(attacks, TERMINATE, {"filters": filters, "region": "us-east-1"})
-    result = run(attacks, TERMINATE, {"filters": filters, "region": REGION})
+        run(attacks, fleet, TERMINATE, {"filters": filters, "region": "us-east-1"})
+    result = run(attacks, fleet, TERMINATE, {"filters": filters, "region": REGION})
 
     assert result["instance"]["id"] == instance
 
 
 def test_an_unreachable_ec2_fails_the_attack_with_a_message(
-    attacks: PluginSet[Attack], fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+    attacks: PluginSet[Attack], fleet: Fleet
 ) -> None:
-    monkeypatch.setenv("CME_EC2_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    nobody = Fleet(f"http://127.0.0.1:{free_port()}")
 
     with pytest.raises(AttackFailed, match="describing instances in eu-west-1 failed"):
-        run(attacks, TERMINATE, {"filters": {"tag:Chaos": "true"}})
+        run(attacks, nobody, TERMINATE, {"filters": {"tag:Chaos": "true"}})
 
 
 def test_through_the_engine_the_executor_records_the_instance(
@@ -286,9 +289,9 @@ def test_excluded_instances_are_never_terminated(
     (exposed,) = fleet.launch(1, tags=suite_tag)
     args = {"filters": {"tag:Suite": suite_tag["Suite"]}, "excluded": {"tag:Protected": "true"}}
 
-    result = run(attacks, ref, args)
+    result = run(attacks, fleet, ref, args)
     with pytest.raises(AttackSkipped, match="no instance matched that is not excluded"):
-        run(attacks, ref, args)
+        run(attacks, fleet, ref, args)
 
     assert result["instance"]["id"] == exposed
     assert result["spared"] == sorted(protected)
@@ -304,7 +307,7 @@ def test_exclusion_costs_one_describe_call(
     fleet.launch(2, tags=suite_tag)
     args = {"filters": {"tag:Suite": suite_tag["Suite"]}, "excluded": {"tag:Protected": "true"}}
 
-    run(attacks, NOT_EXCLUDED, args)
+    run(attacks, fleet, NOT_EXCLUDED, args)
 
     # Libcloud's list_nodes adds one DescribeAddresses for the whole list.
     assert actions == [*DESCRIBE, "TerminateInstances"]
@@ -321,7 +324,7 @@ def test_any_excluded_filter_spares_an_instance(
         "excluded": {"availability-zone": "eu-west-1a", "tag-key": "Keep"},
     }
 
-    result = run(attacks, NOT_EXCLUDED, args)
+    result = run(attacks, fleet, NOT_EXCLUDED, args)
 
     assert result["instance"]["id"] == exposed
     assert sorted(result["spared"]) == sorted([in_a, kept])
@@ -337,7 +340,7 @@ def test_the_2017_region_as_zone_exclusion_spares_the_whole_region(
     }
 
     with pytest.raises(AttackSkipped):
-        run(attacks, NOT_EXCLUDED_2017, args)
+        run(attacks, fleet, NOT_EXCLUDED_2017, args)
 
     assert {fleet.states()[i] for i in instances} == {"running"}
 
@@ -351,7 +354,7 @@ def test_stop_stops_one_matching_instance(
     (instance,) = fleet.launch(1, tags=suite_tag)
     (other,) = fleet.launch(1)
 
-    result = run(attacks, STOP, {"filters": {"tag:Suite": suite_tag["Suite"]}})
+    result = run(attacks, fleet, STOP, {"filters": {"tag:Suite": suite_tag["Suite"]}})
 
     assert (result["action"], result["instance"]["id"]) == ("stop", instance)
     assert fleet.states()[instance] in ("stopping", "stopped")
@@ -364,7 +367,7 @@ def test_reboot_reboots_one_matching_instance(
 ) -> None:
     (instance,) = fleet.launch(1, tags=suite_tag)
 
-    result = run(attacks, REBOOT, {"filters": {"tag:Suite": suite_tag["Suite"]}})
+    result = run(attacks, fleet, REBOOT, {"filters": {"tag:Suite": suite_tag["Suite"]}})
 
     assert (result["action"], result["instance"]["id"]) == ("reboot", instance)
     assert actions == [*DESCRIBE, "RebootInstances"]
@@ -382,6 +385,6 @@ def test_stop_and_reboot_honour_dry_run(
     fleet.launch(1, tags=suite_tag)
 
     with pytest.raises(AttackSkipped, match=r"^dry run: would (stop|reboot) "):
-        run(attacks, ref, {"filters": {"tag:Suite": suite_tag["Suite"]}}, dry_run=True)
+        run(attacks, fleet, ref, {"filters": {"tag:Suite": suite_tag["Suite"]}}, dry_run=True)
 
     assert actions == DESCRIBE

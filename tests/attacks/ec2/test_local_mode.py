@@ -28,6 +28,7 @@ from chalicelib.local.fake_aws import FAKE_AWS
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
+REGION = FAKE_AWS["AWS_DEFAULT_REGION"]
 QUICKSTART_ATTACK = {
     "ref": "terminate_ec2_instance:TerminateEC2Instance",
     "args": {"filters": {"instance-state-name": "running"}},
@@ -63,7 +64,11 @@ def test_by_default_every_fake_variable_is_set() -> None:
 
     assert targets == local_targets.Targets(real_aws=False, demo=True)
     assert local_targets.environment(targets, FAKE_AWS) == FAKE_AWS
-    assert local_targets.mock_config(targets) is None
+    # moto mocks every service and leaves os.environ alone (set once, at start).
+    assert local_targets.mock_config(targets) == {
+        "core": {**local_targets.mock_config(targets)["core"], "mock_credentials": False}
+    }
+    assert local_targets.mock_config(targets)["core"]["passthrough"]["services"] == []
 
 
 def test_real_targets_keep_the_environment_credentials_and_region() -> None:
@@ -77,7 +82,7 @@ def test_real_targets_keep_the_environment_credentials_and_region() -> None:
 def test_real_targets_let_attack_services_through_moto_but_not_storage() -> None:
     config = local_targets.mock_config(local_targets.Targets(real_aws=True))
 
-    with mock_aws(config=config):  # type: ignore[arg-type]
+    with mock_aws(config=config):
         assert passthrough_service("ec2")
         assert passthrough_service("ssm")
         assert passthrough_service("secretsmanager")
@@ -118,24 +123,23 @@ def test_real_targets_without_a_region_are_refused(
 
 
 def test_local_targets_serve_moto_ec2_with_the_demo_instances(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # Recorded by monkeypatch so that what start() sets is undone after the test.
-    monkeypatch.setenv("CME_EC2_ENDPOINT", "")
-    monkeypatch.setenv("CME_SIMULATED_EC2", "")
+    before = dict(os.environ)
     with mock_aws():
-        stop = local_targets.start(local_targets.Targets(demo=True))
+        running = local_targets.start(local_targets.Targets(demo=True), REGION)
         try:
-            endpoint = os.environ["CME_EC2_ENDPOINT"]
-            assert os.environ["CME_SIMULATED_EC2"] == "1"
+            endpoint = running.ec2_endpoint
             seen_in_process = boto3.client("ec2").describe_instances()["Reservations"]
             from chalicelib.adapters.ec2 import EC2Instances
 
-            found = EC2Instances().find({"tag:Chaos": "true"})
+            found = EC2Instances(REGION, endpoint=endpoint).find({"tag:Chaos": "true"})
         finally:
-            stop()
+            running.stop()
 
+    assert endpoint is not None
     assert endpoint.startswith("http://127.0.0.1:")
+    assert running.simulated_ec2
     assert sorted(instance.name or "" for instance in found) == [
         "demo-web-1",
         "demo-web-2",
@@ -143,6 +147,15 @@ def test_local_targets_serve_moto_ec2_with_the_demo_instances(
     ]
     assert len(seen_in_process) == len(local_targets.DEMO_INSTANCES)
     assert f"EC2 targets: moto at {endpoint}" in capsys.readouterr().out
+    # The endpoint travels as a value: nothing was written to the environment.
+    assert {key: os.environ.get(key) for key in before} == before
+    assert set(os.environ) - set(before) == set()
+
+
+def test_real_targets_are_not_simulated_and_keep_the_configured_endpoint() -> None:
+    running = local_targets.start(local_targets.Targets(real_aws=True), REGION)
+
+    assert (running.ec2_endpoint, running.simulated_ec2) == (None, False)
 
 
 # --- the command, as a user runs it ------------------------------------------------------------
@@ -217,9 +230,9 @@ def poll(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @pytest.fixture
-def demo() -> Iterator[tuple[Command, str, str]]:
+def demo(tmp_path: Path) -> Iterator[tuple[Command, str, str]]:
     port = free_port()
-    command = Command("--demo", "--port", str(port))
+    command = Command("--demo", "--port", str(port), "--data-dir", str(tmp_path / "data"))
     try:
         ec2_line = command.line_with("EC2 targets: moto at")
         command.line_with("listening on")
