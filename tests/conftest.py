@@ -22,6 +22,10 @@ for _variable in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE
 
 from moto import mock_aws  # noqa: E402
 
+from chalicelib.local.serial_moto import serialize_moto  # noqa: E402
+
+serialize_moto()
+
 # Tests talk only to this machine and to the hosts of networks they create (the SSH lab
 # registers its own). Anything else — a real AWS endpoint, the metadata address, a DNS
 # lookup of a public name — fails the test at once instead of leaving the machine.
