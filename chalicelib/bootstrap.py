@@ -168,6 +168,7 @@ def build_aws_engine(settings: Settings) -> Engine:
             allowed_lateness=settings.allowed_lateness,
             concurrency=settings.scheduler_concurrency,
             rate_per_second=settings.scheduler_rate_per_second,
+            plan_deadline=settings.plan_deadline,
         )
 
     return build_engine(settings, DynamoStore(settings), eventbridge)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,9 @@ from chalicelib.local.fake_aws import FAKE_AWS
 # Before anything imports boto3: nothing in the tests may reach real AWS or the
 # instance metadata address.
 os.environ.update(FAKE_AWS)
+# Engines the tests start without --data-dir keep their state here, never in the home
+# directory (local mode's default data directory is under XDG_DATA_HOME).
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="cme-test-data-")
 for _variable in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
     os.environ.pop(_variable, None)
 

@@ -179,6 +179,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(settings, options.host, options.port, targets)
 
 
+def start_moto(targets: local_targets.Targets) -> Any:
+    """moto for every AWS call of the process (started), one in-process call at a time:
+    the HTTP server's and the scheduler's threads share its DynamoDB (--store moto)."""
+    from moto import mock_aws
+
+    from chalicelib.local.serial_moto import serialize_moto
+
+    mock = mock_aws(config=local_targets.mock_config(targets))
+    mock.start()
+    serialize_moto()
+    return mock
+
+
 def serve(
     settings: Settings,
     host: str,
@@ -186,8 +199,6 @@ def serve(
     targets: local_targets.Targets | None = None,
 ) -> int:
     """Run local mode until SIGINT or SIGTERM; nothing in it writes ``os.environ``."""
-    from moto import mock_aws
-
     from app import app
     from chalicelib import logfmt
     from chalicelib.api.context import set_engine
@@ -206,8 +217,7 @@ def serve(
                 file=sys.stderr,
             )
             return 1
-    mock = mock_aws(config=local_targets.mock_config(targets))
-    mock.start()
+    mock = start_moto(targets)
     engine: Engine | None = None
     running: local_targets.RunningTargets | None = None
     handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}

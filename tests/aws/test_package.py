@@ -396,7 +396,7 @@ def test_the_scheduler_role_is_for_this_account_and_invokes_only_the_attack(
     assert granted["sqs:SendMessage"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
 
 
-def test_the_reaper_runs_every_five_minutes_and_may_only_find_and_end_executors(
+def test_the_reaper_runs_every_five_minutes_and_may_only_find_end_and_remove(
     template: dict[str, Any],
 ):
     reaper = template["Resources"]["Reaper"]["Properties"]
@@ -404,7 +404,17 @@ def test_the_reaper_runs_every_five_minutes_and_may_only_find_and_end_executors(
     (event,) = reaper["Events"].values()
     assert event == {"Type": "Schedule", "Properties": {"Schedule": "rate(5 minutes)"}}
     by_sid = {s["Sid"]: s for s in statements(template["Resources"]["ReaperRole"])}
-    assert set(by_sid) == {"OwnLogs", "FindRunningExecutors", "EndLostExecutors"}
+    assert set(by_sid) == {
+        "OwnLogs",
+        "FindRunningExecutors",
+        "FindAbandonedPlans",
+        "FindPlanExecutors",
+        "ReadExecutorsAndPlans",
+        "EndLostExecutors",
+        "RemoveOrphansAndAbandonedPlans",
+        "RemoveAbandonedPlansExecutors",
+        "DeleteOwnSchedules",
+    }
     assert all(
         "chaos-monkey-engine-${Stage}-reaper" in resource["Fn::Sub"]
         for resource in by_sid["OwnLogs"]["Resource"]
@@ -418,6 +428,12 @@ def test_the_reaper_runs_every_five_minutes_and_may_only_find_and_end_executors(
         {"Fn::GetAtt": ["ExecutorsTable", "Arn"]},
         {"Fn::GetAtt": ["PlansTable", "Arn"]},
     ]
+    assert by_sid["RemoveAbandonedPlansExecutors"]["Resource"] == {
+        "Fn::GetAtt": ["ExecutorsTable", "Arn"]
+    }
+    schedules = by_sid["DeleteOwnSchedules"]
+    assert schedules["Action"] == ["scheduler:DeleteSchedule"]
+    assert schedules["Resource"]["Fn::Sub"].endswith(":schedule/${ScheduleGroup}/*")
     alarmed = [
         alarm["Properties"]["Dimensions"]
         for alarm in template["Resources"].values()

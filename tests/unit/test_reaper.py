@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -265,11 +267,14 @@ def test_the_local_scheduler_reaps_periodically_and_survives_a_failing_reap() ->
         scheduler.shutdown()
 
 
-def test_local_mode_reaps_a_lost_executor(aws: None, settings: Settings, clock: FixedClock) -> None:
+def test_local_mode_reaps_a_lost_executor(
+    aws: None, settings: Settings, clock: FixedClock, tmp_path: Path
+) -> None:
     from chalicelib.adapters.local_scheduler import LocalScheduler
     from chalicelib.bootstrap import build_local_engine
 
-    engine = build_local_engine(settings, clock, reap_every=timedelta(seconds=0.02))
+    local = dataclasses.replace(settings, data_dir=tmp_path)
+    engine = build_local_engine(local, clock, reap_every=timedelta(seconds=0.02))
     assert isinstance(engine.scheduler, LocalScheduler)
     (executor,) = planned(engine)
     engine.scheduler.delete([executor.id])  # its delivery is the test's to make
