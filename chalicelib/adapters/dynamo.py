@@ -127,8 +127,22 @@ RETRYABLE_REASONS = frozenset(
 # go on with our own (longer, jittered) backoff, as DynamoDB's error-handling guide asks
 # (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html#Programming.Errors.RetryAndBackoff).
 RETRYABLE_CODES = frozenset(
-    {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"}
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        # A single write to an item a transaction is writing ("Transaction conflict
+        # handling in DynamoDB",
+        # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-conflict-handling).
+        "TransactionConflictException",
+    }
 )
+# botocore's own retries of a throttled call wait up to 1 s, then 2 s, ... (standard
+# mode's backoff base is one second: https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html).
+# A throttled claim would then start its attack seconds after the executor's second, so
+# botocore makes one attempt and the store retries, reads and writes alike, with its own
+# shorter jittered backoff (Backoff).
+NO_SDK_RETRIES = 0
 
 
 @dataclass(frozen=True)
@@ -193,6 +207,8 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
             host = settings.dynamodb_endpoint
             billing_mode = "PAY_PER_REQUEST"
             max_pool_connections = QUERY_THREADS + 2
+            # One attempt per botocore call: the store retries (see NO_SDK_RETRIES).
+            max_retry_attempts = NO_SDK_RETRIES
 
         id = UnicodeAttribute(hash_key=True)
         name = UnicodeAttribute()
@@ -237,6 +253,8 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
             host = settings.dynamodb_endpoint
             billing_mode = "PAY_PER_REQUEST"
             max_pool_connections = QUERY_THREADS + 2
+            # One attempt per botocore call: the store retries (see NO_SDK_RETRIES).
+            max_retry_attempts = NO_SDK_RETRIES
 
         id = UnicodeAttribute(hash_key=True)
         plan_id = UnicodeAttribute()
@@ -384,7 +402,11 @@ class DynamoStore:
         self._plans: Any
         self._executors: Any
         self._plans, self._executors = build_models(settings)
-        self._connection = Connection(region=settings.aws_region, host=settings.dynamodb_endpoint)
+        self._connection = Connection(
+            region=settings.aws_region,
+            host=settings.dynamodb_endpoint,
+            max_retry_attempts=NO_SDK_RETRIES,
+        )
         self._retention = settings.executed_retention
         self._now: Callable[[], datetime] = clock.now if clock is not None else utc_now
         self._backoff = backoff or Backoff()
@@ -485,7 +507,10 @@ class DynamoStore:
 
     def get_plan(self, plan_id: str) -> Plan | None:
         try:
-            item = self._plans.get(plan_id, consistent_read=True)
+            item = self._retrying(
+                f"read plan {plan_id}",
+                lambda: self._plans.get(plan_id, consistent_read=True),
+            )
         except self._plans.DoesNotExist:
             return None
         except PynamoDBException as error:
@@ -580,7 +605,10 @@ class DynamoStore:
 
     def get_executor(self, executor_id: str) -> Executor | None:
         try:
-            item = self._executors.get(executor_id, consistent_read=True)
+            item = self._retrying(
+                f"read executor {executor_id}",
+                lambda: self._executors.get(executor_id, consistent_read=True),
+            )
         except self._executors.DoesNotExist:
             return None
         except PynamoDBException as error:
@@ -969,15 +997,19 @@ class DynamoStore:
 
         def one(reader: _Reader) -> list[tuple[str, Any]]:
             partition = reader.partition
-            result = partition.index.query(
-                partition.hash_key,
-                range_key_condition=partition.key_condition(read.model, low, high),
-                filter_condition=read.filter_condition,
-                scan_index_forward=not read.descending,
-                last_evaluated_key=reader.last_key,
-                page_size=size,
-            )
-            page: dict[str, Any] = next(iter(result.page_iter), {})
+
+            def query() -> dict[str, Any]:
+                result = partition.index.query(
+                    partition.hash_key,
+                    range_key_condition=partition.key_condition(read.model, low, high),
+                    filter_condition=read.filter_condition,
+                    scan_index_forward=not read.descending,
+                    last_evaluated_key=reader.last_key,
+                    page_size=size,
+                )
+                return dict(next(iter(result.page_iter), {}))
+
+            page = self._retrying(f"read {read.model.Meta.table_name}", query)
             cut = len(partition.prefix)
             reader.pages += 1
             reader.last_key = page.get("LastEvaluatedKey")
@@ -1024,7 +1056,7 @@ class DynamoStore:
                         f"could not {what} after {attempt} attempts in {spent:.1f} s: {error}"
                     ) from error
                 log.info(
-                    "retrying a DynamoDB write",
+                    "retrying a DynamoDB call",
                     extra={"what": what, "attempt": attempt, "delay": round(delay, 3)},
                 )
                 backoff.sleep(delay)

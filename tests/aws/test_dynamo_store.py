@@ -817,3 +817,44 @@ def test_the_template_declares_the_tables_the_store_creates(store: DynamoStore):
             "AttributeName": "expires_at",
             "Enabled": True,
         }
+
+
+def test_throttled_reads_are_retried_by_the_store(
+    store: DynamoStore, faults: Faults, fake_time: FakeTime
+):
+    """The reaper and the runner read under throttling too: a read is retried like a write."""
+    executors = executors_of("p1", 3)
+    stored_plan(store, "p1", executors)
+    before = dict(faults.calls)
+    faults.rules.append(
+        lambda operation, body, number: (
+            throttled()
+            if operation in ("GetItem", "Query") and number <= before.get(operation, 0) + 2
+            else None
+        )
+    )
+    assert store.get_executor(executors[0].id) is not None
+    assert store.get_plan("p1") is not None
+    page = store.list_executors(ExecutorQuery(executed=None, plan_id="p1"), 10, None)
+    assert [executor.id for executor in page.items] == [executor.id for executor in executors]
+    assert faults.injected["GetItem"] == 2
+    assert faults.injected["Query"] == 2
+    assert fake_time.sleeps and max(fake_time.sleeps) < 1.0
+
+
+def test_botocore_makes_one_attempt_so_a_throttled_claim_waits_only_the_stores_backoff(
+    store: DynamoStore,
+):
+    """botocore's standard retry mode waits up to 1 s, then 2 s: a claim retried that way
+    would start its attack seconds after the executor's second."""
+    from pynamodb.connection.base import Connection
+
+    clients = [
+        store._connection.client,  # the transactions' connection
+        store._executors._get_connection().connection.client,
+        store._plans._get_connection().connection.client,
+    ]
+    for client in clients:
+        assert client.meta.config.retries["total_max_attempts"] == 1
+    assert isinstance(store._connection, Connection)
+    assert Backoff().delay(1) <= 0.05 and Backoff().max_delay <= 1.0
