@@ -256,9 +256,10 @@ def test_the_local_scheduler_reaps_periodically_and_survives_a_failing_reap() ->
             raise RuntimeError("storage unavailable")
         return 0
 
-    scheduler = LocalScheduler(
-        lambda executor_id: None, ZoneInfo("UTC"), reap=reap, reap_every=timedelta(seconds=0.02)
-    )
+    def run(executor_id: str, run_at: datetime) -> None:
+        return None
+
+    scheduler = LocalScheduler(run, ZoneInfo("UTC"), reap=reap, reap_every=timedelta(seconds=0.02))
     scheduler.start()
     try:
         wait_for(lambda: len(calls) >= 3, "three reaps, the first of which raised")
