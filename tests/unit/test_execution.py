@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,27 +14,9 @@ from chalicelib.bootstrap import Engine, build_engine
 from chalicelib.domain.model import EARLY_DELIVERY_WINDOW, ExecutorStatus
 from chalicelib.domain.ports import PlanQuery
 from chalicelib.settings import Settings
-from tests.conftest import FIXTURES, FixedClock, RecordingScheduler
+from tests.conftest import FixedClock, RecordingScheduler
 
 SCRIPTED = "scripted:Scripted"
-
-
-@pytest.fixture
-def settings() -> Settings:
-    return Settings(
-        plans_table="test-plans",
-        executors_table="test-executors",
-        attack_folders=(FIXTURES / "test_attacks",),
-    )
-
-
-@pytest.fixture
-def runs(engine: Engine) -> Iterator[list[dict[str, Any]]]:
-    module = sys.modules[engine.attacks.resolve(SCRIPTED).__module__]
-    module.RUNS.clear()
-    module.GATE.clear()
-    yield module.RUNS
-    module.GATE.set()
 
 
 def plan_payload(mode: str, times: int = 1, **extra: Any) -> dict[str, Any]:

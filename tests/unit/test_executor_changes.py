@@ -11,19 +11,9 @@ from chalicelib.bootstrap import Engine
 from chalicelib.domain.errors import ExecutorAlreadyRun, InvalidRequest, SchedulingError
 from chalicelib.domain.model import Executor, ExecutorStatus
 from chalicelib.services.executors import DELETE_ATTEMPTS
-from chalicelib.settings import Settings
-from tests.conftest import FIXTURES, FixedClock, RecordingScheduler
+from tests.conftest import FixedClock, RecordingScheduler
 
 SCRIPTED = "scripted:Scripted"
-
-
-@pytest.fixture
-def settings() -> Settings:
-    return Settings(
-        plans_table="test-plans",
-        executors_table="test-executors",
-        attack_folders=(FIXTURES / "test_attacks",),
-    )
 
 
 def one_executor(engine: Engine) -> Executor:

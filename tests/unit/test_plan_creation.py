@@ -20,18 +20,9 @@ from chalicelib.domain.model import Executor, ExecutorStatus
 from chalicelib.domain.ports import ExecutorQuery, PlanQuery
 from chalicelib.domain.times import Deadline
 from chalicelib.settings import Settings
-from tests.conftest import FIXTURES, FixedClock, RecordingScheduler
+from tests.conftest import FixedClock, RecordingScheduler
 
 SCRIPTED = "scripted:Scripted"
-
-
-@pytest.fixture
-def settings() -> Settings:
-    return Settings(
-        plans_table="test-plans",
-        executors_table="test-executors",
-        attack_folders=(FIXTURES / "test_attacks",),
-    )
 
 
 def payload(times: int = 5, **extra: Any) -> dict[str, Any]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,28 +12,9 @@ from chalicelib.bootstrap import Engine
 from chalicelib.domain.errors import OrphanExecutor
 from chalicelib.domain.model import Executor, ExecutorStatus
 from chalicelib.services.execution import ABANDONED_AFTER, MAX_RESULT_BYTES, _storable
-from chalicelib.settings import Settings
-from tests.conftest import FIXTURES, FixedClock, RecordingScheduler
+from tests.conftest import FixedClock, RecordingScheduler
 
 SCRIPTED = "scripted:Scripted"
-
-
-@pytest.fixture
-def settings() -> Settings:
-    return Settings(
-        plans_table="test-plans",
-        executors_table="test-executors",
-        attack_folders=(FIXTURES / "test_attacks",),
-    )
-
-
-@pytest.fixture
-def runs(engine: Engine) -> Iterator[list[dict[str, Any]]]:
-    module = sys.modules[engine.attacks.resolve(SCRIPTED).__module__]
-    module.RUNS.clear()
-    module.GATE.clear()
-    yield module.RUNS
-    module.GATE.set()
 
 
 def one_executor(engine: Engine, date: str = "2026-12-01T12:00:00+00:00", **plan: Any) -> Executor:
