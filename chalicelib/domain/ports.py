@@ -118,7 +118,8 @@ class Store(Protocol):
     ) -> Page[Executor]:
         """Executors matching ``query``, in its order, paged: every executor is on exactly
         one page even while others are added. InvalidCursor for a cursor this store did
-        not make for this query. With ``plan_id``: that plan's, committed or not."""
+        not make for this query. Executors of uncommitted plans are left out, except with
+        ``plan_id``: then that plan's, committed or not (to undo or reap it)."""
         ...
 
     def list_running(self, started_before: datetime, limit: int) -> list[str]:
