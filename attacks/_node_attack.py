@@ -10,6 +10,7 @@ import random
 from typing import Any, ClassVar
 
 from chalicelib.adapters.secrets import SECRET_REFERENCE_SCHEMA
+from chalicelib.domain.redaction import SENSITIVE_NAME_PATTERN
 from chaosmonkey.attacks import Attack, AttackFailed, AttackSkipped
 
 NO_MATCH = "no node matched"
@@ -33,7 +34,7 @@ NODE_STATES = [
 ]
 
 # Driver options whose name says "secret" must be secret references, never inline.
-CONFIDENTIAL_NAMES = "(?i)(secret|password|passwd|token|key|credential|private|auth)"
+CONFIDENTIAL_NAMES = SENSITIVE_NAME_PATTERN  # the one list: chalicelib/domain/redaction.py
 
 DRIVER_ARGS_SCHEMA: dict[str, Any] = {
     "type": "object",

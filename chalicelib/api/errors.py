@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -15,8 +16,11 @@ from chalicelib.domain.errors import (
     EngineError,
     InvalidRequest,
     NotFound,
+    SchedulingError,
     ServiceUnavailable,
+    StorageError,
 )
+from chalicelib.domain.redaction import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,27 @@ def status_of(error: EngineError) -> int:
     return 500
 
 
+# What a client is told when a backend fails: the domain error's message names tables,
+# paths, request ids and botocore's text, so it goes to the log only, under a reference.
+UNAVAILABLE: tuple[tuple[type[ServiceUnavailable], str], ...] = (
+    (StorageError, "storage unavailable; try again"),
+    (SchedulingError, "scheduling failed; try again"),
+    (ServiceUnavailable, "service unavailable; try again"),
+)
+
+
+def _unavailable(error: ServiceUnavailable, where: str) -> Response:
+    reference = secrets.token_hex(4)
+    log.error(
+        "%s failed: %s",
+        where,
+        error.message,
+        extra={"error_reference": reference, "error": type(error).__name__},
+    )
+    sentence = next(text for kind, text in UNAVAILABLE if isinstance(error, kind))
+    return message(f"{sentence} (log reference {reference})", status_of(error))
+
+
 def json_errors(handler: F) -> F:
     """Turn every error a route raises into a JSON answer; never a stack trace."""
 
@@ -55,8 +80,10 @@ def json_errors(handler: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Response:
         try:
             return handler(*args, **kwargs)
+        except ServiceUnavailable as error:
+            return _unavailable(error, handler.__name__)
         except EngineError as error:
-            return message(error.message, status_of(error))
+            return message(redact_text(error.message), status_of(error))
         except Exception:
             log.exception("unexpected error in %s", handler.__name__)
             return message("internal error; the engine's log has the details", 500)

@@ -6,8 +6,9 @@ from datetime import tzinfo
 from typing import Any
 from urllib.parse import urlencode
 
-from chalicelib.domain.model import Executor, Plan, redact
+from chalicelib.domain.model import Executor, Plan
 from chalicelib.domain.ports import Page
+from chalicelib.domain.redaction import redact
 from chalicelib.domain.times import to_api
 
 BASE = "/api/1"
@@ -38,9 +39,10 @@ def executor_document(executor: Executor, zone: tzinfo) -> dict[str, Any]:
         "dry_run": executor.dry_run,
         "started_at": to_api(executor.started_at, zone),
         "finished_at": to_api(executor.finished_at, zone),
-        "result": executor.result,
-        "error": executor.error,
-        "reason": executor.reason,
+        # Outcomes are scrubbed when stored; scrubbed again here for those stored before.
+        "result": redact(executor.result),
+        "error": redact(executor.error),
+        "reason": redact(executor.reason),
         "attack": redact(executor.attack),
         "_links": {
             "self": link(href),

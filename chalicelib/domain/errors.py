@@ -26,6 +26,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+# How much of a caller's value a message may quote: enough to recognise it, never the
+# megabyte a caller sent (nor, whole, a secret pasted into the wrong field).
+MAX_SHOWN = 200
+# A detail is a field path and a sentence that may quote a value.
+MAX_DETAIL = MAX_SHOWN + 200
+
+
+def clip(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text) - limit} more characters)"
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """``value`` as a message quotes it (its ``repr``), at most ``limit`` characters."""
+    if isinstance(value, str) and len(value) > limit:
+        # Only the head is quoted: the repr of a megabyte, made only to be cut, is waste.
+        return f"{repr(value[:limit])[:limit]}…({len(value) - limit} more characters)"
+    return clip(repr(value), limit)
+
 
 class EngineError(Exception):
     """Base of every error the engine reports to a caller."""
@@ -57,7 +78,7 @@ class InvalidRequest(EngineError):
 
 class InvalidPayload(InvalidRequest):
     def __init__(self, detail: str) -> None:
-        super().__init__(f"invalid payload {detail}")
+        super().__init__(f"invalid payload {clip(detail, MAX_DETAIL)}")
         self.detail = detail
 
 
@@ -67,7 +88,8 @@ class UnknownPlugin(InvalidRequest):
     def __init__(self, kind: str, ref: object, known: Iterable[str], why: str = "") -> None:
         known_list = ", ".join(sorted(known)) or "none"
         reason = f": {why}" if why else ""
-        super().__init__(f"invalid {kind} {ref!r}{reason}; known: {known_list}")
+        reason = clip(reason, MAX_DETAIL)
+        super().__init__(f"invalid {kind} {shown(ref)}{reason}; known: {known_list}")
         self.kind = kind
         self.ref = ref
 
@@ -76,26 +98,27 @@ class PlanningError(InvalidRequest):
     """The planner's arguments cannot be turned into executors."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(f"cannot plan: {detail}")
+        super().__init__(f"cannot plan: {clip(detail, MAX_DETAIL)}")
         self.detail = detail
 
 
 class InvalidTrigger(InvalidRequest):
     def __init__(self, trigger_type: object) -> None:
-        super().__init__(f"Invalid trigger type {trigger_type!r}; only 'date' is supported")
+        super().__init__(f"Invalid trigger type {shown(trigger_type)}; only 'date' is supported")
         self.trigger_type = trigger_type
 
 
 class InvalidDate(InvalidRequest):
     def __init__(self, value: object, detail: str = "expected ISO 8601") -> None:
-        super().__init__(f"Invalid date format {value!r}: {detail}")
+        super().__init__(f"Invalid date format {shown(value)}: {clip(detail, MAX_DETAIL)}")
         self.value = value
 
 
 class InvalidCursor(InvalidRequest):
     def __init__(self, cursor: object) -> None:
-        shown = str(cursor)[:80]
-        super().__init__(f"invalid cursor {shown!r}: use the next link of the previous page")
+        super().__init__(
+            f"invalid cursor {shown(str(cursor), 80)}: use the next link of the previous page"
+        )
 
 
 class Conflict(EngineError):

@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
-from jsonschema.exceptions import best_match
+from jsonschema.exceptions import ValidationError, best_match
 
-from chalicelib.domain.errors import InvalidPayload
+from chalicelib.domain.errors import MAX_SHOWN, InvalidPayload, clip, shown
+
+# A field path is the caller's keys; a message a sentence and one value, shown.
+MAX_PATH = 100
+MAX_MESSAGE = MAX_SHOWN + 80
 
 
 def validate(instance: Any, schema: dict[str, Any] | None, where: str) -> None:
@@ -22,7 +26,21 @@ def validate(instance: Any, schema: dict[str, Any] | None, where: str) -> None:
     if error is None:
         return
     path = ".".join([where, *(str(part) for part in error.absolute_path)])
-    raise InvalidPayload(f"{path}: {error.message}")
+    raise InvalidPayload(f"{clip(path, MAX_PATH)}: {_message_of(error)}")
+
+
+def _message_of(error: ValidationError) -> str:
+    """jsonschema's message with the offending value quoted at most MAX_SHOWN characters.
+
+    Its messages quote the whole instance (``'xxxx...' is not of type 'integer'``): a
+    megabyte string, or a secret sent in the wrong field, would be echoed back whole.
+    """
+    quoted = repr(error.instance)
+    text = error.message
+    if len(quoted) > MAX_SHOWN:
+        text = text.replace(quoted, shown(error.instance))
+    # Other messages quote parts of it (an additional property's name...): cut them.
+    return clip(text, MAX_MESSAGE)
 
 
 def planner_schema_target(schema: dict[str, Any] | None) -> str:

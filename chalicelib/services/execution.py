@@ -26,6 +26,7 @@ from typing import Any
 from chalicelib.domain.errors import OrphanExecutor, UnknownPlugin
 from chalicelib.domain.model import EARLY_DELIVERY_WINDOW, Executor, ExecutorStatus
 from chalicelib.domain.ports import Clock, Scheduler, Store
+from chalicelib.domain.redaction import redact
 from chalicelib.plugins.contract import (
     Attack,
     AttackContext,
@@ -267,6 +268,9 @@ class ExecutorRunner:
             status = ExecutorStatus.FAILED
             changes["error"] = _message(error)
             log.warning("attack raised", exc_info=True, extra=fields)
+        # The outcome is shown by the API and kept: URL passwords, tokens in query strings
+        # and values under secret-looking names never reach the store.
+        changes = redact(changes)
         changes["finished_at"] = self.clock.now()
         if not self.store.transition(executor, status, changes):
             log.error("executor changed while its attack ran; outcome not recorded", extra=fields)
