@@ -25,12 +25,14 @@ class BurnIo(ssh_attack.SshScriptAttack):
     )
     example = ssh_attack.fault_example(
         ref,
-        path="/var/tmp",  # noqa: S108 - a directory on the target host
+        # a directory on the target host, not here (ruff S108, bandit B108)
+        path="/var/tmp",  # noqa: S108  # nosec B108
         size_mb=256,
     )
 
     def fault_environment(self, args: dict[str, Any]) -> dict[str, str]:
         return {
-            "CME_PATH": args.get("path", "/tmp"),  # noqa: S108 - a directory on the host
+            # a directory on the target host, not here (ruff S108, bandit B108)
+            "CME_PATH": args.get("path", "/tmp"),  # noqa: S108  # nosec B108
             "CME_SIZE_MB": str(args.get("size_mb", 256)),
         }

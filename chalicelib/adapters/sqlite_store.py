@@ -129,10 +129,11 @@ _EXECUTOR_COLUMNS = (
     "e.finished_at AS finished_at, e.result AS result, e.error AS error, e.reason AS reason"
 )
 # The soonest pending executor's time: one index probe per pending status.
+# bandit B608 (and ruff S608): the statuses are this module's constants, not input.
 _NEXT_EXECUTION = (
-    "(SELECT MIN(t) FROM ("  # noqa: S608
+    "(SELECT MIN(t) FROM ("  # noqa: S608  # nosec B608
     + " UNION ALL ".join(
-        "SELECT MIN(x.next_run_time) AS t FROM executors AS x "  # noqa: S608
+        "SELECT MIN(x.next_run_time) AS t FROM executors AS x "  # noqa: S608  # nosec B608
         f"WHERE x.plan_id = p.id AND x.status = '{status}'"
         for status in PENDING_STATUSES
     )
@@ -148,10 +149,10 @@ _PLAN_COLUMNS = (
 
 
 # SQL text is built only from this module's constants; values are always parameters.
-_SELECT_PLAN = f"SELECT {_PLAN_COLUMNS} FROM plans AS p"  # noqa: S608
-_SELECT_EXECUTOR = f"SELECT {_EXECUTOR_COLUMNS} FROM executors AS e"  # noqa: S608
+_SELECT_PLAN = f"SELECT {_PLAN_COLUMNS} FROM plans AS p"  # noqa: S608  # nosec B608
+_SELECT_EXECUTOR = f"SELECT {_EXECUTOR_COLUMNS} FROM executors AS e"  # noqa: S608  # nosec B608
 _INSERT_PLAN = (
-    "INSERT INTO plans (id, name, created, committed, fingerprint, planner, attack, dry_run, "  # noqa: S608
+    "INSERT INTO plans (id, name, created, committed, fingerprint, planner, attack, dry_run, "  # noqa: S608  # nosec B608
     + ", ".join(_count(status) for status in ALL_STATUSES)
     + ", settled_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, "
     + ", ".join("?" * len(ALL_STATUSES))
@@ -379,7 +380,7 @@ class SqliteStore:
         with self._read("list abandoned plans") as connection:
             rows = connection.execute(
                 # INDEXED BY: without statistics SQLite may not pick the partial index.
-                f"SELECT {_PLAN_COLUMNS} FROM plans AS p INDEXED BY plans_uncommitted "  # noqa: S608
+                f"SELECT {_PLAN_COLUMNS} FROM plans AS p INDEXED BY plans_uncommitted "  # noqa: S608  # nosec B608
                 "WHERE p.committed = 0 AND p.created < ? ORDER BY p.created, p.id LIMIT ?",
                 (to_storage(created_before), limit),
             ).fetchall()
@@ -445,7 +446,8 @@ class SqliteStore:
         arms: list[str] = []
         parameters: list[Any] = []
         for status in statuses:
-            sql = f"SELECT {_EXECUTOR_COLUMNS} FROM {source} WHERE {condition}"  # noqa: S608
+            # bandit B608: source and condition are literals chosen above; values are ?.
+            sql = f"SELECT {_EXECUTOR_COLUMNS} FROM {source} WHERE {condition}"  # noqa: S608  # nosec B608
             parameters.extend([*fixed, status])
             # A cursor's key is already inside the due range: the bound it replaces is left
             # out, so that the index range starts at the cursor rather than being filtered.
@@ -590,7 +592,8 @@ class SqliteStore:
         assignments = [f"{_count(source)} = {_count(source)} - 1"]
         if target is not None:
             assignments.append(f"{_count(target)} = {_count(target)} + 1")
-        update = f"UPDATE plans SET {', '.join(assignments)} WHERE id = ?"  # noqa: S608
+        # bandit B608: column names from _count() of an ExecutorStatus; the id is a ?.
+        update = f"UPDATE plans SET {', '.join(assignments)} WHERE id = ?"  # noqa: S608  # nosec B608
         connection.execute(update, (plan_id,))
         connection.execute(
             "UPDATE plans SET settled_at = ? WHERE id = ? AND pending = 0 AND settled_at IS NULL",
