@@ -82,6 +82,9 @@ class Settings:
     max_executors_per_plan: int = 500
     # A list's page size when the request names none (``limit``; at most MAX_PAGE_SIZE).
     list_limit: int = 100
+    # The largest request body the API reads (413 above); API Gateway and the local
+    # server refuse anything over 10 MB before it.
+    max_body_bytes: int = 256 * 1024
     kill_switch: bool = False
     # Plan creation finishes, or undoes itself, within this (and within what is left of
     # the API Lambda's own time): below API Gateway's 29 s integration timeout, so a
@@ -429,6 +432,15 @@ VARIABLES: tuple[Variable, ...] = (
         f"a list's page size when the request gives no limit (1 to {MAX_PAGE_SIZE})",
         flag="--list-limit",
         metavar="N",
+    ),
+    Variable(
+        "CME_MAX_BODY_BYTES",
+        "max_body_bytes",
+        _integer(1024, 10 * 1024 * 1024),
+        "262144",
+        "the largest request body the API accepts (1024 to 10485760); a larger one is answered 413",
+        flag="--max-body-bytes",
+        metavar="BYTES",
     ),
     Variable(
         "CME_PLAN_DEADLINE_SECONDS",

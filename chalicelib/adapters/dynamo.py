@@ -69,6 +69,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.domain.errors import (
     ExecutorAlreadyRun,
     ExecutorNotFound,
+    ExecutorRunning,
     InvalidCursor,
     OrphanExecutor,
     PlanExists,
@@ -546,15 +547,31 @@ class DynamoStore:
         return [self._plan(item) for item in items]
 
     def delete_plan(self, plan: Plan) -> None:
-        # Executors first, then the plan: a deletion cut short leaves a plan that can be
-        # deleted again, never executors without a plan. Its executors are found on the
-        # by_plan index, which is eventually consistent: right after add_plan (an undone
-        # creation) it may not list them all yet. The plan's counters are exact, so a
-        # short read is read again, a few times; an executor still missed stays behind as
-        # an orphan, which transition() reports (OrphanExecutor) and the reaper purges.
+        # The plan item first, conditional on no running executor: it is the commit point.
+        # A claim is a transaction with a condition on this item (it exists, committed)
+        # that adds to count_running, so the claim and this delete are serialized by
+        # DynamoDB: if the claim wins, count_running > 0 and this delete fails
+        # (ExecutorRunning, nothing deleted); if the delete wins, every later claim finds
+        # no plan and runs nothing. (BatchWriteItem, used below, takes no conditions.)
+        # Then its executors: found on the by_plan index, which is eventually consistent,
+        # so a short read (right after add_plan) is read again a few times; an executor
+        # still missed stays as an orphan, which no list shows, no claim can run, and the
+        # reaper (or TTL, for an executed one) removes.
+        plans = self._plans
         try:
             stored = self.get_plan(plan.id)
             expected = (stored or plan).executors_count
+            try:
+                self._retrying(
+                    f"delete plan {plan.id}",
+                    lambda: plans(plan.id).delete(
+                        condition=plans.id.does_not_exist() | (plans.count_running == 0)
+                    ),
+                )
+            except PynamoDBException as error:
+                if error.cause_response_code != "ConditionalCheckFailedException":
+                    raise
+                raise self._running_of(plan.id) from None
             ids = self._plan_executor_ids(plan.id)
             for attempt in range(1, INDEX_LAG_READS):
                 if len(ids) >= expected:
@@ -568,9 +585,25 @@ class DynamoStore:
                         extra={"plan_id": plan.id, "listed": len(ids), "counted": expected},
                     )
             self._batch_write(self._executors, deletes=[{"id": {"S": i}} for i in sorted(ids)])
-            self._retrying(f"delete plan {plan.id}", lambda: self._plans(plan.id).delete())
         except PynamoDBException as error:
             raise StorageError(f"could not delete plan {plan.id}: {error}") from error
+
+    def _running_of(self, plan_id: str) -> ExecutorRunning:
+        """The refusal for a plan whose counters say an executor runs: that executor, read
+        consistently (the index may lag; then the first it lists as pending)."""
+        model = self._executors
+        partition = _Partition(model.by_plan, plan_id, "plan_order", f"{PENDING}#")
+        candidates = model.by_plan.query(
+            plan_id,
+            range_key_condition=partition.key_condition(model, None, None),
+            filter_condition=model.status == ExecutorStatus.RUNNING.value,
+            attributes_to_get=["id"],
+        )
+        for candidate in candidates:
+            running = self.get_executor(candidate.id)
+            if running is not None and running.status is ExecutorStatus.RUNNING:
+                return ExecutorRunning(running.id, running.started_at)
+        return ExecutorRunning(f"of plan {plan_id}", None)
 
     def _plan_executor_ids(self, plan_id: str) -> set[str]:
         return {
@@ -711,6 +744,8 @@ class DynamoStore:
         return [_Partition(index, f"{PENDING}#{shard}", "bucket_order") for shard in range(SHARDS)]
 
     def delete_executor(self, executor: Executor) -> bool:
+        if executor.status is ExecutorStatus.RUNNING:
+            raise ExecutorRunning(executor.id, executor.started_at)
         model, plans = self._executors, self._plans
 
         def write() -> None:

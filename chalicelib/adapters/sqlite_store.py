@@ -47,6 +47,7 @@ from chalicelib.adapters.clock import SystemClock
 from chalicelib.domain.errors import (
     ExecutorAlreadyRun,
     ExecutorNotFound,
+    ExecutorRunning,
     InvalidCursor,
     OrphanExecutor,
     PlanExists,
@@ -387,7 +388,16 @@ class SqliteStore:
         return [_plan(row) for row in rows]
 
     def delete_plan(self, plan: Plan) -> None:
+        # One write transaction: no claim (also a write transaction) can come between the
+        # check that nothing runs and the delete; a claim after it finds no plan.
         with self._write(f"delete plan {plan.id}") as connection:
+            running = connection.execute(
+                "SELECT id, started_at FROM executors WHERE plan_id = ? AND status = ? "
+                "ORDER BY next_run_time, id LIMIT 1",
+                (plan.id, ExecutorStatus.RUNNING.value),
+            ).fetchone()
+            if running is not None:
+                raise ExecutorRunning(running["id"], _parse_time(running["started_at"]))
             connection.execute("DELETE FROM executors WHERE plan_id = ?", (plan.id,))
             connection.execute("DELETE FROM plans WHERE id = ?", (plan.id,))
 
@@ -500,6 +510,8 @@ class SqliteStore:
 
     def delete_executor(self, executor: Executor) -> bool:
         status = executor.status
+        if status is ExecutorStatus.RUNNING:
+            raise ExecutorRunning(executor.id, executor.started_at)
         with self._write(f"delete executor {executor.id}") as connection:
             deleted = connection.execute(
                 "DELETE FROM executors WHERE id = ? AND status = ? RETURNING plan_id",

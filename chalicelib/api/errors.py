@@ -16,6 +16,7 @@ from chalicelib.domain.errors import (
     EngineError,
     InvalidRequest,
     NotFound,
+    PayloadTooLarge,
     SchedulingError,
     ServiceUnavailable,
     StorageError,
@@ -28,6 +29,7 @@ JSON = "application/json"
 
 STATUS_BY_ERROR: tuple[tuple[type[EngineError], int], ...] = (
     (NotFound, 404),
+    (PayloadTooLarge, 413),
     (InvalidRequest, 400),
     (Conflict, 409),
     (ServiceUnavailable, 503),

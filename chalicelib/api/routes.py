@@ -19,10 +19,11 @@ from chalicelib.api.hal import (
     plan_href,
 )
 from chalicelib.bootstrap import Engine
-from chalicelib.domain.errors import InvalidRequest
+from chalicelib.domain.errors import InvalidPayload, InvalidRequest, PayloadTooLarge
 from chalicelib.domain.model import ExecutorStatus
 from chalicelib.domain.ports import MAX_PAGE_SIZE, ExecutorQuery, PlanQuery
 from chalicelib.domain.times import Deadline, parse_datetime
+from chalicelib.services.limits import MAX_DEPTH, check_json
 from chalicelib.settings import is_true
 
 api = Blueprint(__name__)
@@ -91,11 +92,20 @@ def limit_param() -> int | None:
 
 
 def json_body() -> Any:
-    raw = api.current_request.raw_body
+    """The request's JSON body, within the size, depth and string bounds (limits.py)."""
+    raw = api.current_request.raw_body or b""
+    limit = engine().settings.max_body_bytes
+    if len(raw) > limit:
+        raise PayloadTooLarge(len(raw), limit)
     try:
-        return json.loads(raw or b"")
+        payload = json.loads(raw)
+    except RecursionError:
+        # The parser recurses per level: far past MAX_DEPTH it runs out of stack.
+        raise InvalidPayload(f"body: nested more than {MAX_DEPTH} levels deep") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("payload must be a valid json") from None
+    check_json(payload)
+    return payload
 
 
 def request_deadline(current: Engine) -> Deadline:

@@ -6,6 +6,7 @@ EngineError
 │   └── ExecutorNotFound
 ├── InvalidRequest           (HTTP 400)
 │   ├── InvalidPayload
+│   │   └── PayloadTooLarge  (HTTP 413: the request body is over the limit)
 │   ├── UnknownPlugin
 │   ├── PlanningError
 │   ├── InvalidTrigger
@@ -13,6 +14,7 @@ EngineError
 │   └── InvalidCursor
 ├── Conflict                 (HTTP 409)
 │   ├── ExecutorAlreadyRun
+│   ├── ExecutorRunning      (a delete refused: its attack is running)
 │   ├── InvalidTransition    (the executor state machine refused a change)
 │   └── PlanExists           (an Idempotency-Key's plan is still being created, or
 │                             the key was used with another request)
@@ -25,6 +27,7 @@ EngineError
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 # How much of a caller's value a message may quote: enough to recognise it, never the
 # megabyte a caller sent (nor, whole, a secret pasted into the wrong field).
@@ -80,6 +83,13 @@ class InvalidPayload(InvalidRequest):
     def __init__(self, detail: str) -> None:
         super().__init__(f"invalid payload {clip(detail, MAX_DETAIL)}")
         self.detail = detail
+
+
+class PayloadTooLarge(InvalidPayload):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"body: {size} bytes; the limit is {limit} bytes")
+        self.size = size
+        self.limit = limit
 
 
 class UnknownPlugin(InvalidRequest):
@@ -144,6 +154,19 @@ class ExecutorAlreadyRun(Conflict):
         super().__init__(f"executor {executor_id} cannot be changed: it is already {status}")
         self.executor_id = executor_id
         self.status = status
+
+
+class ExecutorRunning(Conflict):
+    """A delete refused because the executor's attack is running (nothing was deleted)."""
+
+    def __init__(self, executor_id: str, started_at: datetime | None) -> None:
+        started = started_at.isoformat() if started_at is not None else "at an unknown time"
+        super().__init__(
+            f"executor {executor_id} is running (started {started}); "
+            "it cannot be deleted until it ends"
+        )
+        self.executor_id = executor_id
+        self.started_at = started_at
 
 
 class ServiceUnavailable(EngineError):

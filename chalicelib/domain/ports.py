@@ -106,7 +106,14 @@ class Store(Protocol):
         ...
 
     def delete_plan(self, plan: Plan) -> None:
-        """Delete a plan and all of its executors."""
+        """Delete a plan and all of its executors, unless one of them is running.
+
+        ExecutorRunning (naming a running executor and when it started), and nothing
+        deleted, while any executor of the plan is ``running``. The check and the delete
+        are one serialized step against claims: a claim that wins makes this refuse, and
+        a claim of any of its executors after this returns no longer runs anything (False
+        or OrphanExecutor).
+        """
         ...
 
     # -- executors ---------------------------------------------------------------------
@@ -136,9 +143,13 @@ class Store(Protocol):
         ...
 
     def delete_executor(self, executor: Executor) -> bool:
-        """Delete one executor and take it off its plan's counts.
+        """Delete one executor that is not running and take it off its plan's counts.
 
-        False (and nothing deleted) when its stored status is no longer ``executor.status``.
+        ExecutorRunning (nothing deleted) when ``executor.status`` is ``running``. False
+        (and nothing deleted) when its stored status is no longer ``executor.status``:
+        the caller reads it again. The delete is conditional on the stored status, as a
+        claim is, so of a claim and a delete of a scheduled executor exactly one wins: a
+        claim after the delete finds nothing (False).
         """
         ...
 

@@ -79,10 +79,14 @@ class ExecutorService:
         return moved
 
     def delete(self, executor_id: str) -> None:
+        """Delete an executor that is not running; ExecutorRunning (nothing deleted) while
+        its attack runs. The store's delete and the runner's claim are conditional on the
+        same stored status, so one of them wins: a claim after the delete finds nothing."""
         for _ in range(DELETE_ATTEMPTS):
             executor = self.get(executor_id)
-            self.scheduler.delete([executor_id])
             if self.store.delete_executor(executor):
+                # After the store: a schedule that fires before this finds no executor.
+                self.scheduler.delete([executor_id])
                 log.info(
                     "executor deleted",
                     extra={"executor_id": executor_id, "plan_id": executor.plan_id},

@@ -41,6 +41,7 @@ from chalicelib.domain.times import Deadline, ceil_to_second
 from chalicelib.plugins.contract import Attack, Planner
 from chalicelib.plugins.registry import PluginSet
 from chalicelib.plugins.validation import validate, validate_planner
+from chalicelib.services.limits import check_plan_size, check_proposals
 from chalicelib.services.paging import plan_executor_ids
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class PlanService:
         validate_planner(payload["planner"], planner_class.schema)
         validate(attack_config, attack_class.schema, "attack")
         self._check_duration(attack_class, attack_config, "attack")
+        check_plan_size(payload["planner"], attack_config)
 
         proposals = self._propose(planner_class, payload["name"], payload["planner"], attack_config)
         plan = Plan(
@@ -239,6 +241,7 @@ class PlanService:
         proposals = planner.proposals
         if not proposals:
             raise PlanningError("the planner proposed no executors")
+        check_proposals(proposals)
         if len(proposals) > limit:
             raise PlanningError(
                 f"the planner proposed {len(proposals)} executors; the limit is {limit} per "
@@ -292,8 +295,10 @@ class PlanService:
         if plan is None or not plan.committed:
             raise PlanNotFound(plan_id)
         ids = plan_executor_ids(self.store, plan_id)
-        self.scheduler.delete(ids)
+        # The store first: it refuses (ExecutorRunning) while an attack runs, and a claim
+        # after it finds nothing, so a schedule that fires meanwhile runs nothing.
         self.store.delete_plan(plan)
+        self.scheduler.delete(ids)
         log.info("plan deleted", extra={"plan_id": plan_id, "executors": len(ids)})
 
     def page_size(self, limit: int | None) -> int:

@@ -15,6 +15,7 @@ import pytest
 from chalicelib.domain.errors import (
     ExecutorAlreadyRun,
     ExecutorNotFound,
+    ExecutorRunning,
     InvalidCursor,
     InvalidTransition,
     OrphanExecutor,
@@ -176,7 +177,7 @@ def test_delete_plan_removes_the_plan_and_all_its_executors(store: Store) -> Non
     kept, kept_executors = add(store, minutes=[2])
     claim(store, executors[0])
     finish(store, executors[0], S.SUCCEEDED)
-    claim(store, executors[1])
+    bring_to(store, executors[1], S.SKIPPED)  # a running one blocks it (test below)
     stored = store.get_plan(plan.id)
     assert stored is not None
 
@@ -769,3 +770,100 @@ def test_list_abandoned_plans_returns_old_uncommitted_plans_oldest_first(store: 
         old[2].id,
     ]
     assert store.list_abandoned_plans(T0 - timedelta(hours=5), 10) == []
+
+
+# -- deletes while an attack runs ------------------------------------------------------
+
+# Rounds of a claim racing a delete: each round can go either way, so many rounds make
+# both outcomes (and any third, wrong one) likely to show.
+RACE_ROUNDS = 30
+
+
+def claim_succeeds(store: Store, executor: Executor) -> bool:
+    """A claim as the runner makes it: True only when the attack may start."""
+    try:
+        return store.transition(executor, S.RUNNING, {"started_at": T0})
+    except OrphanExecutor:
+        return False
+
+
+def test_a_running_executor_blocks_delete_plan(store: Store) -> None:
+    plan, (running, waiting, done) = add(store, minutes=[1, 2, 3])
+    claim(store, running)
+    bring_to(store, done, S.SKIPPED)
+
+    with pytest.raises(ExecutorRunning, match=rf"executor {running.id} is running \(started "):
+        store.delete_plan(plan)
+
+    assert store.get_plan(plan.id) is not None
+    for executor in (running, waiting, done):
+        assert store.get_executor(executor.id) is not None
+    assert counts(store, plan.id) == {"running": 1, "scheduled": 1, "skipped": 1}
+    finish(store, running, S.SUCCEEDED)
+    store.delete_plan(plan)
+    assert store.get_plan(plan.id) is None
+    assert [store.get_executor(e.id) for e in (running, waiting, done)] == [None] * 3
+
+
+def test_a_running_executor_blocks_delete_executor(store: Store) -> None:
+    plan, (executor,) = add(store, minutes=[1])
+    claim(store, executor)
+    current = store.get_executor(executor.id)
+    assert current is not None
+
+    with pytest.raises(ExecutorRunning, match=rf"executor {executor.id} is running"):
+        store.delete_executor(current)
+
+    assert store.get_executor(executor.id) == current
+    assert counts(store, plan.id) == {"running": 1}
+
+
+def test_a_claim_after_a_delete_finds_nothing(store: Store) -> None:
+    plan, (deleted, other) = add(store, minutes=[1, 2])
+    stale_deleted = replace(deleted)
+    assert store.delete_executor(deleted)
+    assert claim_succeeds(store, stale_deleted) is False
+    assert store.get_executor(deleted.id) is None
+
+    stale_other = replace(other)
+    store.delete_plan(plan)
+    assert claim_succeeds(store, stale_other) is False
+    assert store.get_executor(other.id) is None
+
+
+def race(store: Store, plan: Plan, executor: Executor, target: str) -> list[str]:
+    """A claim and a delete of ``executor`` (or of its plan), released together."""
+    claimer, deleter = replace(executor), replace(executor)
+
+    def work(number: int) -> str:
+        if number == 0:
+            return "claimed" if claim_succeeds(store, claimer) else "claim failed"
+        try:
+            if target == "plan":
+                store.delete_plan(plan)
+                return "deleted"
+            return "deleted" if store.delete_executor(deleter) else "delete failed"
+        except ExecutorRunning:
+            return "delete refused"
+
+    return run_together(2, work)
+
+
+@pytest.mark.parametrize("target", ["executor", "plan"])
+def test_a_claim_and_a_delete_racing_have_exactly_one_winner(store: Store, target: str) -> None:
+    outcomes: set[str] = set()
+    for _ in range(RACE_ROUNDS):
+        plan, (executor,) = add(store, minutes=[1])
+        claimed, deleted = race(store, plan, executor, target)
+        stored = store.get_executor(executor.id)
+        if claimed == "claimed":
+            assert deleted in {"delete failed", "delete refused"}
+            assert stored is not None
+            assert stored.status is S.RUNNING
+            assert store.get_plan(plan.id) is not None
+        else:
+            assert (claimed, deleted) == ("claim failed", "deleted")
+            assert stored is None
+        outcomes.add(claimed)
+    # Either winner is correct; this only reports which ones the rounds produced.
+    print(f"{target}: outcomes seen {sorted(outcomes)}")
