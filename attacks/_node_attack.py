@@ -105,8 +105,8 @@ def node_example(ref: str) -> dict[str, Any]:
         "ref": ref,
         "args": {
             "provider": "gce",
-            "key": {"env": "GCE_SERVICE_ACCOUNT"},
-            "secret": {"secretsmanager": "chaos/gce-key", "key": "private_key"},
+            "key": {"env": "CME_SECRET_GCE_SERVICE_ACCOUNT"},
+            "secret": {"secretsmanager": "chaos-monkey-engine/gce-key", "key": "private_key"},
             "driver_args": {"project": "my-project", "datacenter": "europe-west1-b"},
             "name_pattern": "web-*",
         },
@@ -118,8 +118,10 @@ class NodeAttack(Attack):
 
     Secrets (``key``, ``secret``, secret-looking ``driver_args``) are references
     resolved at run time (environment, SSM, Secrets Manager) and never appear in the
-    result or the logs. A driver that cannot do ``action`` fails the executor before
-    anything is touched; no match ends it skipped; a dry run names the node only.
+    result or the logs, and only what the engine's secret policy allows resolves. A
+    driver that cannot do ``action`` fails the executor before anything is touched; no
+    match ends it skipped; a dry run names the node only, and a dry run whose arguments
+    hold secret references contacts nothing (listing nodes would need them).
     """
 
     action: ClassVar[str] = ""
@@ -127,25 +129,40 @@ class NodeAttack(Attack):
 
     def run(self) -> dict[str, Any]:
         from chalicelib.adapters.cloud_nodes import CloudNodes, NodeError, node_driver
-        from chalicelib.adapters.secrets import SecretError, resolve_secret
+        from chalicelib.adapters.http import OutboundRefused
+        from chalicelib.adapters.secrets import SecretError, resolver
+        from chalicelib.plugins.secret_policy import find_references
 
         args = self.attack_config
         provider = str(args["provider"])
         result: dict[str, Any] = {"action": self.action, "provider": provider}
+        if self.context.dry_run and any(find_references(args, "args")):
+            # Listing nodes needs the credentials; a dry run never resolves a secret nor
+            # sends one anywhere, so it stops before the provider.
+            raise AttackSkipped(
+                f"dry run: would {self.action} one {provider} node matching "
+                f"{args['name_pattern']!r}; its secrets were not resolved and the provider "
+                "was not contacted",
+                result=result,
+            )
         region = args.get("secrets_region") or self.context.environment.aws_region
+        resolve = resolver(self.context, region)
         try:
-            key = resolve_secret(args["key"], region) if "key" in args else None
-            secret = resolve_secret(args["secret"], region) if "secret" in args else None
+            key = resolve(args["key"]) if "key" in args else None
+            secret = resolve(args["secret"]) if "secret" in args else None
             options = {
-                name: resolve_secret(value, region) if isinstance(value, dict) else value
+                name: resolve(value) if isinstance(value, dict) else value
                 for name, value in (args.get("driver_args") or {}).items()
             }
-            nodes = CloudNodes(provider, node_driver(provider, key, secret, options))
+            driver = node_driver(
+                provider, key, secret, options, outbound=self.context.environment.outbound
+            )
+            nodes = CloudNodes(provider, driver)
             if not nodes.supports(self.action):
                 raise NodeError(f"the {provider!r} driver cannot {self.action} nodes")
             states = args.get("states") or ["running"]
             candidates = nodes.find(args["name_pattern"], args.get("filters"), states)
-        except (SecretError, NodeError) as error:
+        except (SecretError, NodeError, OutboundRefused) as error:
             raise AttackFailed(str(error), result=result) from None
         result["matched"] = len(candidates)
         if not candidates:

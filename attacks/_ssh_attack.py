@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chalicelib.adapters.secrets import SECRET_REFERENCE_SCHEMA
-from chalicelib.plugins.contract import AttackEnvironment
+from chalicelib.plugins.contract import AttackContext, AttackEnvironment
 from chaosmonkey.attacks import Attack, AttackFailed, AttackSkipped
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def attack_schema(
     }
 
 
-EXAMPLE_SSH = {"user": "ec2-user", "key": {"ssm": "/chaos/ssh-key"}}
+EXAMPLE_SSH = {"user": "ec2-user", "key": {"ssm": "/chaos-monkey-engine/ssh-key"}}
 
 
 def bundled_script(name: str) -> tuple[str, bytes]:
@@ -235,13 +235,20 @@ def max_ssh_duration(args: dict[str, Any]) -> float:
     return per_round * math.ceil(max(hosts, 1) / MAX_PARALLEL_HOSTS)
 
 
-def build_runner(ssh: dict[str, Any], region: str | None) -> SshRunner:
-    """An SSH runner with the plan's key (inline base64 ``pem`` or a secret reference)."""
-    from chalicelib.adapters.secrets import SecretError, describe, resolve_secret
+def build_runner(
+    ssh: dict[str, Any], region: str | None, context: AttackContext | None = None
+) -> SshRunner:
+    """An SSH runner with the plan's key (inline base64 ``pem`` or a secret reference).
+
+    References resolve under ``context``'s secret policy, into its run's vault (None: a
+    context of its own, with the default policy).
+    """
+    from chalicelib.adapters.secrets import SecretError, describe, resolver
     from chalicelib.adapters.ssh import KnownHosts, SshKeyError, SshRunner, load_private_key
 
+    resolve_secret = resolver(context or AttackContext(), region)
     try:
-        passphrase = resolve_secret(ssh["passphrase"], region) if ssh.get("passphrase") else None
+        passphrase = resolve_secret(ssh["passphrase"]) if ssh.get("passphrase") else None
         if "pem" in ssh:
             try:
                 text = base64.b64decode("".join(ssh["pem"].split()), validate=True).decode()
@@ -249,9 +256,7 @@ def build_runner(ssh: dict[str, Any], region: str | None) -> SshRunner:
                 raise AttackFailed("ssh.pem is not base64-encoded PEM text") from None
             key = load_private_key(text, "ssh.pem", passphrase)
         else:
-            key = load_private_key(
-                resolve_secret(ssh["key"], region), describe(ssh["key"]), passphrase
-            )
+            key = load_private_key(resolve_secret(ssh["key"]), describe(ssh["key"]), passphrase)
         known = KnownHosts.parse(ssh.get("known_hosts", []))
     except (SecretError, SshKeyError, ValueError) as error:
         raise AttackFailed(str(error)) from None
@@ -290,7 +295,7 @@ def run_script_everywhere(
             f"dry run: {script_name} was not run on {labels}",
             result={"script": script_name, "targets": labels, "unaddressed": without_address},
         )
-    runner = build_runner(ssh, args.get("region") or where.aws_region)
+    runner = build_runner(ssh, args.get("region") or where.aws_region, attack.context)
     run_id = (attack.context.executor_id or uuid.uuid4().hex)[:8]
     full_env = {"CME_RUN_ID": run_id, **(env or {})}
     sudo = bool(ssh.get("sudo", needs_root and ssh["user"] != "root"))

@@ -11,7 +11,10 @@ class ApiRequest(Attack):
     """Send ``method`` to ``endpoint`` with ``headers`` and ``payload`` as a JSON body.
 
     The status code and elapsed time are the executor's result; with
-    ``expected_status`` the executor fails when the answer has another status.
+    ``expected_status`` the executor fails when the answer has another status. A host
+    that resolves to a link-local or instance-metadata address is refused (the executor
+    fails, nothing is sent) unless the engine allows such targets. It takes no secret
+    references: its headers and payload are plain values, stored and shown as given.
     """
 
     ref = "api_request:ApiRequest"
@@ -75,16 +78,20 @@ class ApiRequest(Attack):
         return 2 * float(args.get("timeout", 10))
 
     def run(self) -> dict[str, Any]:
-        from chalicelib.adapters.http import send_json
+        from chalicelib.adapters.http import OutboundRefused, send_json
 
         args = self.attack_config
-        answer = send_json(
-            method=args["method"].upper(),
-            url=args["endpoint"],
-            headers=args.get("headers") or {},
-            payload=args.get("payload"),
-            timeout=float(args.get("timeout", 10)),
-        )
+        try:
+            answer = send_json(
+                method=args["method"].upper(),
+                url=args["endpoint"],
+                headers=args.get("headers") or {},
+                payload=args.get("payload"),
+                timeout=float(args.get("timeout", 10)),
+                policy=self.context.environment.outbound,
+            )
+        except OutboundRefused as refused:
+            raise AttackFailed(str(refused)) from None
         result = {
             "endpoint": args["endpoint"],
             "method": args["method"].upper(),

@@ -45,7 +45,7 @@ class RunScript(Attack):
             "local_script": "burn_cpu.sh",
             "remote_script": "/opt/chaos/burn_cpu.sh",
             "env": {"CME_DURATION": "60"},
-            "ssh": {"user": "ec2-user", "key": {"ssm": "/chaos/ssh-key"}},
+            "ssh": {"user": "ec2-user", "key": {"ssm": "/chaos-monkey-engine/ssh-key"}},
             "region": "eu-west-1",
             "timeout": 60,
         },

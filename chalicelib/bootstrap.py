@@ -69,6 +69,7 @@ def build_engine(
         list_limit=settings.list_limit,
         deadline=settings.plan_deadline,
         attack_time_limit=settings.attack_time_limit,
+        argument_policy=settings.argument_policy,
     )
     executors = ExecutorService(
         store=store, scheduler=scheduler, clock=clock, timezone=zone, list_limit=settings.list_limit

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from chalicelib.domain.model import EARLY_DELIVERY_WINDOW
 from chalicelib.domain.ports import MAX_PAGE_SIZE
 from chalicelib.plugins.contract import AttackEnvironment
+from chalicelib.plugins.secret_policy import ArgumentPolicy, OutboundPolicy, SecretPolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRUE_WORDS = frozenset({"true", "yes", "on", "y", "1"})
@@ -119,6 +120,12 @@ class Settings:
     # its moto EC2 and marks that EC2 ``simulated`` (its addresses are not real hosts).
     ec2_endpoint: str | None = None
     simulated_ec2: bool = False
+    # The secrets a plan may reference (defaults: what the deployed IAM policies grant)
+    # and whether attacks may send requests to link-local / instance-metadata addresses.
+    secret_env_prefix: str = "CME_SECRET_"  # noqa: S105 (a variable-name prefix, no secret)
+    secret_ssm_paths: tuple[str, ...] = ("/chaos-monkey-engine/",)
+    secret_secretsmanager_paths: tuple[str, ...] = ("chaos-monkey-engine/",)
+    allow_link_local_targets: bool = False
     # Local mode: its store ("sqlite" or "moto", DynamoDB on moto through the deployed
     # code), the data directory of the SQLite file, or that file itself (-d).
     store: str = "sqlite"
@@ -166,6 +173,20 @@ class Settings:
             aws_region=self.aws_region or None,
             ec2_endpoint=self.ec2_endpoint,
             simulated_ec2=self.simulated_ec2,
+            secret_policy=self.argument_policy.secrets,
+            outbound=self.argument_policy.outbound,
+        )
+
+    @property
+    def argument_policy(self) -> ArgumentPolicy:
+        """What a plan's attack may reference and reach (checked at plan and run time)."""
+        return ArgumentPolicy(
+            secrets=SecretPolicy(
+                env_prefix=self.secret_env_prefix,
+                ssm_paths=self.secret_ssm_paths,
+                secretsmanager_paths=self.secret_secretsmanager_paths,
+            ),
+            outbound=OutboundPolicy(allow_link_local=self.allow_link_local_targets),
         )
 
     @classmethod
@@ -338,6 +359,10 @@ def _folders(value: str) -> tuple[Path, ...]:
     return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part)
 
 
+def _prefixes(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 def _directory(value: str) -> Path | None:
     return Path(value.strip()).expanduser() if value.strip() else None
 
@@ -485,6 +510,37 @@ VARIABLES: tuple[Variable, ...] = (
         "",
         "the EC2 endpoint the EC2 attacks call instead of the region's (local mode "
         "serves moto's and uses it unless --real-aws-targets)",
+    ),
+    Variable(
+        "CME_SECRET_ENV_PREFIX",
+        "secret_env_prefix",
+        _text,
+        "CME_SECRET_",
+        'a plan\'s {"env": NAME} secret references must name a variable with this prefix',
+    ),
+    Variable(
+        "CME_SECRET_SSM_PATHS",
+        "secret_ssm_paths",
+        _prefixes,
+        "/chaos-monkey-engine/",
+        'comma-separated prefixes a plan\'s {"ssm": path} references must start with '
+        "(empty: none allowed)",
+    ),
+    Variable(
+        "CME_SECRET_SECRETSMANAGER_PATHS",
+        "secret_secretsmanager_paths",
+        _prefixes,
+        "chaos-monkey-engine/",
+        'comma-separated prefixes a plan\'s {"secretsmanager": id} references must '
+        "start with (empty: none allowed)",
+    ),
+    Variable(
+        "CME_ALLOW_LINK_LOCAL_TARGETS",
+        "allow_link_local_targets",
+        _boolean,
+        "false",
+        "true: ApiRequest and Libcloud drivers may reach link-local and instance-metadata "
+        "addresses (169.254.0.0/16, fe80::/10, 169.254.169.254, fd00:ec2::254, ...)",
     ),
     Variable(
         "CME_PLANS_TABLE",

@@ -1,7 +1,9 @@
 """Nodes of any Libcloud compute provider: build its driver, find nodes, act on one.
 
 The driver is built from values the caller has already resolved (secrets come from
-``chalicelib.adapters.secrets``); nothing here logs or returns them.
+``chalicelib.adapters.secrets``); nothing here logs or returns them. Every request the
+driver sends (and every redirect it follows) passes the outbound guard of
+``chalicelib.adapters.http``: no link-local or instance-metadata address.
 """
 
 from __future__ import annotations
@@ -11,6 +13,14 @@ import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from chalicelib.adapters.http import (
+    OutboundRefused,
+    Resolver,
+    check_url,
+    guard_session,
+)
+from chalicelib.plugins.secret_policy import OutboundPolicy, as_url, names_a_host
 
 # The driver method behind each action an attack may ask for.
 ACTIONS = {"terminate": "destroy_node", "stop": "stop_node", "reboot": "reboot_node"}
@@ -45,16 +55,47 @@ def _driver_errors() -> tuple[type[Exception], ...]:
     from libcloud.common.exceptions import BaseHTTPError
     from libcloud.common.types import LibcloudError
 
-    return (LibcloudError, BaseHTTPError, OSError)
+    return (LibcloudError, BaseHTTPError, OSError, OutboundRefused)
+
+
+def guard_driver(driver: Any, policy: OutboundPolicy, resolve: Resolver | None = None) -> Any:
+    """``driver`` whose connections send through the outbound guard (returned as is).
+
+    Libcloud opens its HTTP connection lazily, from the class ``connection.conn_class``;
+    the guarded subclass mounts the guard on that connection's requests session, so the
+    check runs before every request and every redirect hop the driver follows.
+    """
+    connection = getattr(driver, "connection", None)
+    if connection is None or not hasattr(connection, "conn_class"):
+        return driver
+    base = connection.conn_class
+
+    class GuardedConnection(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            guard_session(self.session, policy, resolve)
+
+    connection.conn_class = GuardedConnection
+    if getattr(connection, "connection", None) is not None:
+        # Already connected while it was built (a few drivers authenticate at once).
+        guard_session(connection.connection.session, policy, resolve)
+    return driver
 
 
 def node_driver(
-    provider: str, key: str | None, secret: str | None, options: Mapping[str, Any]
+    provider: str,
+    key: str | None,
+    secret: str | None,
+    options: Mapping[str, Any],
+    *,
+    outbound: OutboundPolicy | None = None,
+    resolve: Resolver | None = None,
 ) -> Any:
     """A Libcloud compute driver for ``provider`` (a Libcloud provider name like ``gce``).
 
     ``key`` and ``secret`` are the driver's first two positional arguments, when given.
     Only providers Libcloud registers can be built: a name never imports anything else.
+    Its requests pass the outbound guard (``outbound`` None: the default policy).
     """
     from libcloud.compute.providers import get_driver
 
@@ -63,8 +104,14 @@ def node_driver(
     except AttributeError:
         raise NodeError(f"Libcloud has no compute provider {provider!r}") from None
     positional = [value for value in (key, secret) if value is not None]
+    policy = outbound or OutboundPolicy()
+    # Some drivers authenticate while they are built, before the guard is on their
+    # connection: check the hosts their options name first.
+    for name, value in options.items():
+        if isinstance(value, str) and names_a_host(name):
+            check_url(as_url(value), policy, resolve)
     try:
-        return driver_class(*positional, **options)
+        driver = driver_class(*positional, **options)
     except TypeError as error:
         raise NodeError(
             f"the {provider!r} driver does not take these arguments "
@@ -74,6 +121,7 @@ def node_driver(
         ) from None
     except _driver_errors() as error:
         raise NodeError(f"the {provider!r} driver could not be built: {error}") from None
+    return guard_driver(driver, policy, resolve)
 
 
 class CloudNodes:

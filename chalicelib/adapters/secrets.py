@@ -7,6 +7,10 @@ reference, one of:
 - ``{"ssm": "/path/to/parameter"}``: an SSM Parameter Store (SecureString) value;
 - ``{"secretsmanager": "name-or-arn", "key": "field"}``: a Secrets Manager secret, or
   one field of it when the secret is a JSON object and ``key`` is given.
+
+Only the references the operator's ``SecretPolicy`` allows resolve (checked at plan time
+and again here), and every value resolved during a run is recorded in the run's
+``SecretVault`` so that the runner scrubs it from what it stores.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.plugins.secret_policy import SecretPolicy, SecretVault
+
+if TYPE_CHECKING:
+    from chalicelib.plugins.contract import AttackContext
 
 SECRET_REFERENCE_SCHEMA: dict[str, Any] = {
     "oneOf": [
@@ -59,20 +69,46 @@ def describe(reference: dict[str, Any]) -> str:
     return "an unknown secret reference"
 
 
-def resolve_secret(reference: dict[str, Any], region: str | None = None) -> str:
-    """The secret a reference names; SecretError (naming the reference) if it cannot."""
+def resolve_secret(
+    reference: dict[str, Any],
+    region: str | None = None,
+    *,
+    policy: SecretPolicy | None = None,
+    vault: SecretVault | None = None,
+) -> str:
+    """The secret a reference names; SecretError (naming the reference) if it cannot.
+
+    A reference outside ``policy`` (None: the default policy, never "anything") is
+    refused before anything is read; the value is recorded in ``vault`` when given.
+    """
     if not isinstance(reference, dict):
         raise SecretError("a secret reference must be an object")
+    refusal = (policy or SecretPolicy()).refusal(reference)
+    if refusal is not None:
+        raise SecretError(f"not resolved: {refusal}")
     if "env" in reference:
         value = os.environ.get(str(reference["env"]))
         if value is None:
             raise SecretError(f"{describe(reference)} is not set")
-        return value
-    if "ssm" in reference:
-        return _from_ssm(reference, region)
-    if "secretsmanager" in reference:
-        return _from_secrets_manager(reference, region)
-    raise SecretError("a secret reference needs one of env, ssm, secretsmanager")
+    elif "ssm" in reference:
+        value = _from_ssm(reference, region)
+    else:
+        value = _from_secrets_manager(reference, region)
+    return vault.record(value) if vault is not None else value
+
+
+def resolver(context: AttackContext, region: str | None) -> Callable[[dict[str, Any]], str]:
+    """``resolve_secret`` for one attack run: its engine's policy, its run's vault."""
+
+    def resolve(reference: dict[str, Any]) -> str:
+        return resolve_secret(
+            reference,
+            region,
+            policy=context.environment.secret_policy,
+            vault=context.secrets,
+        )
+
+    return resolve
 
 
 class _WithoutResponseBodies(logging.Filter):

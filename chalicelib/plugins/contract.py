@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from chalicelib.domain.model import ProposedExecutor
 from chalicelib.domain.times import localize, utc_now
+from chalicelib.plugins.secret_policy import OutboundPolicy, SecretPolicy, SecretVault
 
 
 class AttackSkipped(Exception):
@@ -56,11 +57,15 @@ class AttackEnvironment:
     (local mode's moto, or ``CME_EC2_ENDPOINT``); None for the region's own.
     ``simulated_ec2``: the EC2 being attacked is local mode's moto, whose instances have
     made-up addresses, so SSH attacks must not connect to them.
+    ``secret_policy``: the secret references an attack may resolve (checked again at
+    resolve time). ``outbound``: the addresses an attack's own requests may not reach.
     """
 
     aws_region: str | None = None
     ec2_endpoint: str | None = None
     simulated_ec2: bool = False
+    secret_policy: SecretPolicy = field(default_factory=SecretPolicy)
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
 
 @dataclass
@@ -73,6 +78,8 @@ class AttackContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("attacks"))
     clock: Any = field(default_factory=_SystemClock)
     environment: AttackEnvironment = field(default_factory=AttackEnvironment)
+    # The secret values this run resolved: the runner scrubs them from what it stores.
+    secrets: SecretVault = field(default_factory=SecretVault)
 
     @contextmanager
     def active(self) -> Iterator[AttackContext]:

@@ -35,6 +35,7 @@ from chalicelib.plugins.contract import (
     AttackSkipped,
 )
 from chalicelib.plugins.registry import PluginSet
+from chalicelib.plugins.secret_policy import SecretVault
 from chalicelib.services.paging import plan_executor_ids
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,9 @@ class ExecutorRunner:
         fields = {"executor_id": executor.id, "plan_id": executor.plan_id, "attack": ref}
         status = ExecutorStatus.SUCCEEDED
         changes: dict[str, Any] = {}
+        # The secrets the attack resolves: scrubbed from everything stored or logged.
+        vault = SecretVault()
+        raised: BaseException | None = None
         try:
             attack_class = self.attacks.resolve(ref)
             if executor.dry_run and not attack_class.supports_dry_run:
@@ -246,6 +250,7 @@ class ExecutorRunner:
                 logger=logging.getLogger(f"attacks.{ref}"),
                 clock=self.clock,
                 environment=self.environment,
+                secrets=vault,
             )
             with attack.context.active():
                 outcome = attack.run()
@@ -267,7 +272,16 @@ class ExecutorRunner:
         except Exception as error:  # any attack error is the executor's outcome, not a crash
             status = ExecutorStatus.FAILED
             changes["error"] = _message(error)
-            log.warning("attack raised", exc_info=True, extra=fields)
+            raised = error
+        changes = vault.scrub(changes)
+        if raised is not None:
+            # The traceback quotes the error, which may hold a secret: only without one.
+            log.warning(
+                "attack raised: %s",
+                changes["error"],
+                exc_info=None if vault else raised,
+                extra=fields,
+            )
         # The outcome is shown by the API and kept: URL passwords, tokens in query strings
         # and values under secret-looking names never reach the store.
         changes = redact(changes)

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from typing import Any
 
@@ -40,6 +40,7 @@ from chalicelib.domain.ports import (
 from chalicelib.domain.times import Deadline, ceil_to_second
 from chalicelib.plugins.contract import Attack, Planner
 from chalicelib.plugins.registry import PluginSet
+from chalicelib.plugins.secret_policy import ArgumentPolicy
 from chalicelib.plugins.validation import validate, validate_planner
 from chalicelib.services.limits import check_plan_size, check_proposals
 from chalicelib.services.paging import plan_executor_ids
@@ -105,6 +106,8 @@ class PlanService:
     list_limit: int
     deadline: timedelta = timedelta(seconds=25)
     attack_time_limit: timedelta = timedelta(seconds=870)
+    # The secrets a plan may reference and the addresses it may name (operator settings).
+    argument_policy: ArgumentPolicy = field(default_factory=ArgumentPolicy)
 
     @property
     def executor_limit(self) -> int:
@@ -139,6 +142,7 @@ class PlanService:
         attack_config = {"args": {}, **payload["attack"]}
         validate_planner(payload["planner"], planner_class.schema)
         validate(attack_config, attack_class.schema, "attack")
+        self.argument_policy.check(attack_config, "attack")
         self._check_duration(attack_class, attack_config, "attack")
         check_plan_size(payload["planner"], attack_config)
 
@@ -262,6 +266,7 @@ class PlanService:
             if proposal.attack is not attack_config:
                 attack_class = self.attacks.resolve(proposal.attack.get("ref"))
                 validate(proposal.attack, attack_class.schema, "attack")
+                self.argument_policy.check(proposal.attack, "attack")
                 self._check_duration(attack_class, proposal.attack, "attack")
         return proposals
 

@@ -157,7 +157,7 @@ class Lab:
 
     def ssh(self, **extra: Any) -> dict[str, Any]:
         """An ``ssh`` argument block with the key from an environment reference."""
-        return {"user": "root", "key": {"env": "CME_TEST_SSH_KEY"}, **extra}
+        return {"user": "root", "key": {"env": "CME_SECRET_TEST_SSH_KEY"}, **extra}
 
 
 def _private_openssh(key: ed25519.Ed25519PrivateKey) -> bytes:
@@ -340,7 +340,7 @@ def _listening(address: str) -> bool:
 @pytest.fixture
 def ssh_key_env(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     """The client key in the environment variable the ``lab.ssh()`` block references."""
-    monkeypatch.setenv("CME_TEST_SSH_KEY", lab.key_pem)
+    monkeypatch.setenv("CME_SECRET_TEST_SSH_KEY", lab.key_pem)
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,7 @@ def test_non_zero_exit_fails_with_the_output_tail(lab: Lab, ssh_key_env: None, a
 def test_a_failing_script_marks_the_executor_failed_through_the_engine(
     lab: Lab, engine: Any, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setenv("CME_TEST_SSH_KEY", lab.key_pem)
+    monkeypatch.setenv("CME_SECRET_TEST_SSH_KEY", lab.key_pem)
     plan = engine.plans.create(
         {
             "name": "failing script",
@@ -172,10 +172,13 @@ def test_key_from_a_secrets_manager_reference_and_never_in_the_result(
     lab: Lab, attack: Any, aws: None, caplog: pytest.LogCaptureFixture
 ):
     boto3.client("secretsmanager").create_secret(
-        Name="chaos/ssh", SecretString=json.dumps({"private_key": lab.key_pem})
+        Name="chaos-monkey-engine/ssh", SecretString=json.dumps({"private_key": lab.key_pem})
     )
     caplog.set_level(logging.DEBUG)
-    ssh = {"user": "root", "key": {"secretsmanager": "chaos/ssh", "key": "private_key"}}
+    ssh = {
+        "user": "root",
+        "key": {"secretsmanager": "chaos-monkey-engine/ssh", "key": "private_key"},
+    }
     with pytest.raises(AttackFailed) as raised:
         attack(
             RUN_SCRIPT,

@@ -30,7 +30,7 @@ def test_filters_in_simulated_ec2_are_refused_before_any_connection(aws: None) -
         {
             "filters": {"tag:Chaos": "1"},
             "script": "true",
-            "ssh": {"user": "root", "key": {"env": "NO_SUCH_KEY"}},
+            "ssh": {"user": "root", "key": {"env": "CME_SECRET_NO_SUCH_KEY"}},
         }
     )
     # Local mode's settings mark its moto EC2 simulated; the attack learns it from its context.
@@ -39,5 +39,5 @@ def test_filters_in_simulated_ec2_are_refused_before_any_connection(aws: None) -
         attack.run()
     # Against a real EC2 the same attack goes on to its key (which this test never set).
     attack.context = AttackContext(environment=AttackEnvironment(simulated_ec2=False))
-    with pytest.raises(AttackFailed, match="NO_SUCH_KEY is not set"):
+    with pytest.raises(AttackFailed, match="CME_SECRET_NO_SUCH_KEY is not set"):
         attack.run()

@@ -111,9 +111,15 @@ def test_plain_non_secret_driver_arguments_are_allowed(attacks: PluginSet[Attack
 def test_terminate_node_on_the_dummy_provider(
     attacks: PluginSet[Attack], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DUMMY_NODES", "4")  # the Dummy driver's "credentials": node count
+    monkeypatch.setenv(
+        "CME_SECRET_DUMMY_NODES", "4"
+    )  # the Dummy driver's "credentials": node count
 
-    args = {"provider": "dummy", "key": {"env": "DUMMY_NODES"}, "name_pattern": "dummy-[12]"}
+    args = {
+        "provider": "dummy",
+        "key": {"env": "CME_SECRET_DUMMY_NODES"},
+        "name_pattern": "dummy-[12]",
+    }
     result = run(attacks, TERMINATE, args)
 
     assert result["provider"] == "dummy"
@@ -125,12 +131,12 @@ def test_terminate_node_on_the_dummy_provider(
 def test_reboot_node_on_the_dummy_provider(
     attacks: PluginSet[Attack], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DUMMY_NODES", "1")
+    monkeypatch.setenv("CME_SECRET_DUMMY_NODES", "1")
 
     result = run(
         attacks,
         REBOOT,
-        {"provider": "dummy", "key": {"env": "DUMMY_NODES"}, "name_pattern": "dummy-0"},
+        {"provider": "dummy", "key": {"env": "CME_SECRET_DUMMY_NODES"}, "name_pattern": "dummy-0"},
     )
 
     assert (result["action"], result["node"]["name"]) == ("reboot", "dummy-0")
@@ -139,21 +145,23 @@ def test_reboot_node_on_the_dummy_provider(
 def test_a_driver_without_stop_fails_before_touching_anything(
     attacks: PluginSet[Attack], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DUMMY_NODES", "2")
+    monkeypatch.setenv("CME_SECRET_DUMMY_NODES", "2")
 
     with pytest.raises(AttackFailed, match="the 'dummy' driver cannot stop nodes"):
         run(
-            attacks, STOP, {"provider": "dummy", "key": {"env": "DUMMY_NODES"}, "name_pattern": "*"}
+            attacks,
+            STOP,
+            {"provider": "dummy", "key": {"env": "CME_SECRET_DUMMY_NODES"}, "name_pattern": "*"},
         )
 
 
 def test_filters_on_a_driver_without_filters_are_refused_not_ignored(
     attacks: PluginSet[Attack], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DUMMY_NODES", "2")
+    monkeypatch.setenv("CME_SECRET_DUMMY_NODES", "2")
     args = {
         "provider": "dummy",
-        "key": {"env": "DUMMY_NODES"},
+        "key": {"env": "CME_SECRET_DUMMY_NODES"},
         "name_pattern": "*",
         "filters": {"zone": "a"},
     }
@@ -168,9 +176,9 @@ def test_an_unknown_provider_fails_with_its_name(attacks: PluginSet[Attack]) -> 
 
 
 def test_a_missing_secret_fails_naming_the_reference(attacks: PluginSet[Attack]) -> None:
-    args = {"provider": "dummy", "key": {"env": "CME_TEST_UNSET_VARIABLE"}, "name_pattern": "*"}
+    args = {"provider": "dummy", "key": {"env": "CME_SECRET_TEST_UNSET"}, "name_pattern": "*"}
 
-    with pytest.raises(AttackFailed, match="environment variable CME_TEST_UNSET_VARIABLE"):
+    with pytest.raises(AttackFailed, match="environment variable CME_SECRET_TEST_UNSET"):
         run(attacks, TERMINATE, args)
 
 
@@ -231,19 +239,20 @@ def test_secrets_come_from_env_ssm_and_secrets_manager_and_never_show(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("CLOUD_KEY", "key-from-env")
+    monkeypatch.setenv("CME_SECRET_CLOUD_KEY", "key-from-env")
     boto3.client("ssm").put_parameter(
-        Name="/cme/cloud-secret", Value="secret-from-ssm", Type="SecureString"
+        Name="/chaos-monkey-engine/cloud-secret", Value="secret-from-ssm", Type="SecureString"
     )
     boto3.client("secretsmanager").create_secret(
-        Name="cme/cloud", SecretString=json.dumps({"token": "token-from-secrets-manager"})
+        Name="chaos-monkey-engine/cloud",
+        SecretString=json.dumps({"token": "token-from-secrets-manager"}),
     )
     args = shared(
         name_pattern="web-1",
-        key={"env": "CLOUD_KEY"},
-        secret={"ssm": "/cme/cloud-secret"},
+        key={"env": "CME_SECRET_CLOUD_KEY"},
+        secret={"ssm": "/chaos-monkey-engine/cloud-secret"},
         driver_args={
-            "api_token": {"secretsmanager": "cme/cloud", "key": "token"},
+            "api_token": {"secretsmanager": "chaos-monkey-engine/cloud", "key": "token"},
             "region": "north",
         },
     )
