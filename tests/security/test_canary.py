@@ -44,6 +44,10 @@ from chalicelib.plugins.registry import load_plugins
 from chalicelib.settings import Settings, builtin_folder
 from tests.conftest import FixedClock, RecordingScheduler, free_port
 from tests.security.conftest import Api, Received, RecordingServer
+from tests.ssh.conftest import (
+    Lab,
+    lab,  # noqa: F401 (makes the SSH lab fixture available here)
+)
 
 CATALOGUE = {
     entry["ref"]: entry
@@ -330,3 +334,51 @@ def test_the_canary_never_leaves(  # noqa: PLR0917 (fixtures and parameters)
             for request in recording_server.requests
         )
         assert "<redacted>" in executor["error"]
+
+
+def test_the_canary_never_leaves_a_successful_ssh_run(
+    rig: Rig,
+    request: pytest.FixtureRequest,
+    all_logs: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real SSH run (the lab's sshd) whose key only the canary, as passphrase, unlocks."""
+    ssh_lab: Lab = request.getfixturevalue("lab")
+    api, canary = rig.api, rig.canary
+    api.seen.clear()
+    rig.clock.current = START
+    key = serialization.load_ssh_private_key(ssh_lab.key_pem.encode(), password=None)
+    locked = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.BestAvailableEncryption(canary.value.encode()),
+    ).decode()
+    monkeypatch.setenv("CME_SECRET_LAB_KEY", locked)
+    host = ssh_lab.hosts[0]
+    ssh = {
+        "user": "root",
+        "key": {"env": "CME_SECRET_LAB_KEY"},
+        "passphrase": canary.reference("secretsmanager"),
+        "known_hosts": [host.known_hosts_line],
+    }
+    args = {"hosts": [host.address], "script": "#!/bin/sh\necho ran as $(id -un)\n", "ssh": ssh}
+
+    created = api.plan({"ref": "run_script:RunScript", "args": args})
+    assert created.status == 200, created.text
+    plan = api.call("get", f"/api/1/plans/{created.body['id']}").body
+    executor_id = plan["_embedded"]["executors"][0]["id"]
+    rig.clock.current = START.replace(hour=10)
+    rig.engine.runner.run(executor_id)
+
+    executor = api.call("get", f"/api/1/executors/{executor_id}").body
+    assert executor["status"] == "succeeded", executor
+    assert "ran as root" in json.dumps(executor["result"])
+    api.call("get", "/api/1/plans/?all=true")
+    api.call("get", "/api/1/executors/?executed=true")
+    stored = rig.engine.store.get_executor(executor_id)
+    assert stored is not None
+    logged = all_logs.text + "".join(repr(record.__dict__) for record in all_logs.records)
+    locked_lines = [line for line in locked.splitlines() if "-----" not in line]
+    for shown in ("\n".join(api.seen), json.dumps(asdict(stored), default=str), logged):
+        assert leaks(canary, shown) == []
+        assert not [line for line in locked_lines if line in shown]
