@@ -58,21 +58,28 @@ SENSITIVE_NAME_PATTERN = (
 )
 _SENSITIVE_NAME = re.compile(SENSITIVE_NAME_PATTERN)
 
-_NAME = r"[A-Za-z0-9_.\-\[\]]+"
+# Every pattern below runs in time linear in the text (a caller's value can be 100 KB and
+# is scrubbed on every GET): a match can start only where a run of its characters
+# starts (the lookbehinds), and no two repetitions can match the same character.
+_NAME_CHARS = r"A-Za-z0-9_.\-\[\]"
+_NAME = rf"(?<![{_NAME_CHARS}])[{_NAME_CHARS}]+"
 # scheme://userinfo@ : the userinfo runs to the last @ before the path.
 _USERINFO = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s/?#@]*(?:@[^\s/?#@]*)*)@"
+    r"(?<![A-Za-z0-9+.\-])(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)"
+    r"(?P<userinfo>[^\s/?#@]*(?:@[^\s/?#@]*)*)@"
 )
 # name=value in a query string, a form body or a log line.
-_PAIR = re.compile(rf"(?P<name>(?<![A-Za-z0-9_.\-]){_NAME})=(?P<value>[^&\s#;,'\"]*)")
+_PAIR = re.compile(rf"(?P<name>{_NAME})=(?P<value>[^&\s#;,'\"]*)")
 # 'name': 'value' / "name": "value" / name: 'value' (a dict's repr, JSON).
 _QUOTED = re.compile(
-    rf"(?P<name>['\"]?(?<![A-Za-z0-9_.\-]){_NAME}['\"]?\s*:\s*)(?P<quote>['\"])(?P<value>(?:\\.|(?!(?P=quote)).)*)(?P=quote)"
+    rf"(?P<name>(?<!['\"])['\"]?{_NAME}['\"]?[ \t]*:[ \t]*)"
+    r"(?:'(?P<single>[^'\r\n\\]*(?:\\.[^'\r\n\\]*)*)'"
+    r"|\"(?P<double>[^\"\r\n\\]*(?:\\.[^\"\r\n\\]*)*)\")"
 )
 # Name: value, a header line (to the end of the line).
-_HEADER = re.compile(rf"(?im)(?P<name>^\s*{_NAME}:[ \t]*)(?P<value>[^\r\n]+)")
+_HEADER = re.compile(rf"(?m)^(?P<name>[ \t]*[{_NAME_CHARS}]+:[ \t]*)(?P<value>[^\r\n]+)")
 _SCHEME_CREDENTIAL = re.compile(
-    r"(?i)\b(?P<scheme>bearer|basic|digest)(?P<gap>\s+)[A-Za-z0-9._~+/=\-]{4,}"
+    r"(?i)(?<![A-Za-z0-9])(?P<scheme>bearer|basic|digest)(?P<gap>[ \t]+)[A-Za-z0-9._~+/=\-]{4,}"
 )
 
 
@@ -129,12 +136,14 @@ def _mask_pair(match: re.Match[str]) -> str:
 
 
 def _mask_quoted(match: re.Match[str]) -> str:
-    if not match["value"] or not is_sensitive(match["name"].strip("'\": \t")):
+    quote = "'" if match["single"] is not None else '"'
+    value = match["single"] if match["single"] is not None else match["double"]
+    if not value or not is_sensitive(match["name"].strip("'\": \t")):
         return match[0]
-    return f"{match['name']}{match['quote']}{REDACTED}{match['quote']}"
+    return f"{match['name']}{quote}{REDACTED}{quote}"
 
 
 def _mask_named(match: re.Match[str]) -> str:
-    if not is_sensitive(match["name"].strip().rstrip(":")) or REDACTED in match["value"]:
+    if not is_sensitive(match["name"].strip(" \t:")) or REDACTED in match["value"]:
         return match[0]
     return f"{match['name']}{REDACTED}"
