@@ -65,13 +65,13 @@ class NotFound(EngineError):
 
 class PlanNotFound(NotFound):
     def __init__(self, plan_id: str) -> None:
-        super().__init__(f"plan not found {plan_id}")
+        super().__init__(f"plan not found {clip(plan_id)}")
         self.plan_id = plan_id
 
 
 class ExecutorNotFound(NotFound):
     def __init__(self, executor_id: str) -> None:
-        super().__init__(f"executor not found {executor_id}")
+        super().__init__(f"executor not found {clip(executor_id)}")
         self.executor_id = executor_id
 
 

@@ -9,11 +9,13 @@ import pytest
 from chalicelib.domain.errors import (
     MAX_SHOWN,
     EngineError,
+    ExecutorNotFound,
     InvalidCursor,
     InvalidDate,
     InvalidPayload,
     InvalidTrigger,
     PlanningError,
+    PlanNotFound,
     UnknownPlugin,
 )
 from chalicelib.plugins.validation import validate
@@ -33,8 +35,21 @@ TOO_MUCH = "x" * (MAX_SHOWN + 1)
         lambda: InvalidCursor(MEGABYTE),
         lambda: InvalidPayload(f"name: {MEGABYTE}"),
         lambda: PlanningError(f"planner.args.times must be a whole number, not {MEGABYTE!r}"),
+        lambda: PlanNotFound(MEGABYTE),
+        lambda: ExecutorNotFound(MEGABYTE),
     ],
-    ids=["date", "date-detail", "plugin", "trigger", "trigger-dict", "cursor", "payload", "plan"],
+    ids=[
+        "date",
+        "date-detail",
+        "plugin",
+        "trigger",
+        "trigger-dict",
+        "cursor",
+        "payload",
+        "plan",
+        "plan-id",
+        "executor-id",
+    ],
 )
 def test_a_megabyte_is_quoted_at_most_a_few_hundred_characters(make) -> None:
     error: EngineError = make()
