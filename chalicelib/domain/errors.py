@@ -33,7 +33,7 @@ from datetime import datetime
 # megabyte a caller sent (nor, whole, a secret pasted into the wrong field).
 MAX_SHOWN = 200
 # A detail is a field path and a sentence that may quote a value.
-MAX_DETAIL = MAX_SHOWN + 200
+MAX_DETAIL = MAX_SHOWN + 100
 
 
 def clip(text: str, limit: int = MAX_SHOWN) -> str:
