@@ -110,8 +110,10 @@ def redact(value: Any) -> Any:
             key: REDACTED if is_sensitive(key) and value_is_set(item) else redact(item)
             for key, item in value.items()
         }
-    if isinstance(value, list | tuple):
-        return type(value)(redact(item) for item in value)
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if isinstance(value, tuple):  # a named tuple too: a plain tuple of its items
+        return tuple(redact(item) for item in value)
     if isinstance(value, str):
         return redact_text(value)
     return value
