@@ -251,3 +251,13 @@ def reschedule_executor(executor_id: str) -> Response:
 def delete_executor(executor_id: str) -> Response:
     engine().executors.delete(executor_id)
     return message(f"Executor {executor_id} successfully deleted")
+
+
+@api.route("/openapi.json", methods=["GET"])
+@json_errors
+def openapi_document() -> Response:
+    """This API's OpenAPI document: docs/openapi.yaml as JSON (scripts/openapi_json.py)."""
+    from pathlib import Path
+
+    text = Path(__file__).with_name("openapi.json").read_text(encoding="utf-8")
+    return Response(body=text, status_code=200, headers={"Content-Type": "application/json"})
