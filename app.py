@@ -8,12 +8,17 @@ from typing import Any
 
 from chalice.app import Chalice, CloudWatchEvent
 
+from chalicelib import logfmt
 from chalicelib.api.auth import bearer_token_required, protect_routes
 from chalicelib.api.context import engine_of
 from chalicelib.api.routes import api
 from chalicelib.domain.errors import InvalidDate
 from chalicelib.domain.times import parse_datetime
 from chalicelib.settings import auth_mode
+
+# Every log record of the Lambda (ours, Chalice's, botocore's) has its secrets masked; the
+# runtime owns the handler (and its root level, WARNING, keeps request loggers quiet).
+logfmt.install_scrubbing()
 
 app = Chalice(app_name="chaos-monkey-engine")
 app.register_blueprint(api, url_prefix="/api/1")

@@ -91,6 +91,12 @@ def install_scrubbing() -> None:
     logging.setLogRecordFactory(scrubbing_factory)
 
 
+def quiet_third_parties() -> None:
+    """Loggers that print URLs, headers or API responses stay at WARNING or above."""
+    for noisy in QUIETED:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def configure(level: int = logging.INFO) -> None:
     """Send the engine's logs to stderr with their fields, secrets masked (idempotent)."""
     install_scrubbing()
@@ -102,8 +108,7 @@ def configure(level: int = logging.INFO) -> None:
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in QUIETED:
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_third_parties()
     if os.environ.get("LIBCLOUD_DEBUG"):
         # Libcloud reads it when imported and then writes every request and response,
         # credentials included, to that file, past any logger: say so, loudly.

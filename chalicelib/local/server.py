@@ -42,6 +42,8 @@ from chalice.local import (
     RouteMatcher,
 )
 
+from chalicelib.domain.errors import clip
+
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
@@ -207,7 +209,7 @@ class JsonRequestHandler(ChaliceRequestHandler):
         try:
             match = self.route_matcher.match_route(self.path)
         except ValueError:
-            self._send_message(404, f"no resource at {path}; the API is under /api/1/")
+            self._send_message(404, f"no resource at {clip(path)}; the API is under /api/1/")
             raise _Refused from None
         methods = self.routes[match.route]
         # OPTIONS without a route of its own is the CORS preflight Chalice answers.
@@ -215,7 +217,7 @@ class JsonRequestHandler(ChaliceRequestHandler):
             allowed = ", ".join(sorted(methods))
             self._send_message(
                 405,
-                f"method {self.command} not allowed on {path}; allowed: {allowed}",
+                f"method {clip(self.command, 40)} not allowed on {clip(path)}; allowed: {allowed}",
                 headers={"Allow": allowed},
             )
             raise _Refused

@@ -140,6 +140,15 @@ def test_an_unknown_route_is_a_json_404(server: Server) -> None:
     assert "/nope" in answer.body["msg"]
 
 
+def test_an_unknown_long_route_is_quoted_at_most_200_characters(server: Server) -> None:
+    path = "/" + "a" * 5000
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    answer = raw_request(server.port, request)
+    assert_json_message(answer, 404)
+    assert len(answer.body["msg"]) < 300
+    assert "more characters" in answer.body["msg"]
+
+
 def test_a_wrong_method_is_a_json_405_with_allow(server: Server) -> None:
     answer = raw_request(
         server.port, b"PATCH /api/1/attacks/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

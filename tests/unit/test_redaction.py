@@ -232,3 +232,15 @@ def test_configure_quiets_the_loggers_that_print_urls(monkeypatch: pytest.Monkey
         logging.setLogRecordFactory(factory)
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+def test_the_lambda_app_masks_secrets_in_every_log_record_from_import() -> None:
+    """The deployed functions log through the runtime's handler, not ours."""
+    import logging
+
+    import app  # noqa: F401  (importing it is what a Lambda cold start does)
+
+    factory = logging.getLogRecordFactory()
+    assert getattr(factory, "scrubs_secrets", False)
+    record = factory("x", logging.INFO, __file__, 1, "GET %s", ("https://u:hunter2@h/",), None)
+    assert "hunter2" not in record.getMessage()
