@@ -4,7 +4,7 @@ The guard resolves the host of every request an attack sends (and of every redir
 since it sits in the transport adapter requests calls for each one) and refuses it when
 any address is one the ``OutboundPolicy`` refuses: link-local, instance metadata. The
 address is checked when the request is sent; a name that resolves differently a moment
-later (DNS rebinding) is a remaining gap, documented in docs/security-secrets.md.
+later (DNS rebinding) is a remaining gap, documented in docs/security.md.
 """
 
 from __future__ import annotations
