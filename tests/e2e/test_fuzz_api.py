@@ -99,9 +99,10 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def test_no_request_breaks_the_api(case: Any) -> None:
     if case.method.upper() not in HANDLED_METHODS:
         # A method local mode's HTTP layer has no handler for (TRACE, QUERY, ...): it
-        # answers 501 itself, in JSON, before any route is looked up (docs/openapi.yaml).
+        # answers 501 itself, in JSON, before any route is looked up (docs/openapi.yaml);
+        # 405 with an Allow header, as for the methods it knows, would be better still.
         response = case.call(timeout=10)
-        assert response.status_code == 501, response.text
+        assert response.status_code in (405, 501), response.text
         headers = {name.lower(): value for name, value in response.headers.items()}
         assert headers["content-type"] == ["application/json"]
         assert set(response.json()) == {"msg"}
@@ -157,7 +158,8 @@ class Hostile:
 
 PAYLOADS = st.one_of(
     JSON_VALUES,
-    st.builds(Hostile, st.just("nested"), st.integers(1, 2000)),
+    # Python encodes JSON up to about 990 levels; the engine refuses more than 32.
+    st.builds(Hostile, st.just("nested"), st.integers(1, 900)),
     st.builds(Hostile, st.just("long"), st.sampled_from([1024, 70 * 1024, 420 * 1024, 1 << 20])),
 )
 PLANS = st.fixed_dictionaries(
@@ -184,12 +186,23 @@ PLANS = st.fixed_dictionaries(
 
 
 def checked(
-    conformance: Conformance, base: str, method: str, path: str, body: Any = None
+    conformance: Conformance,
+    base: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    after: Any = None,
 ) -> Answer:
-    """One request; its answer must be documented, in its media type, and match its schema."""
+    """One request; its answer must be documented, in its media type, and match its schema.
+
+    ``after``: the plan created before it, named in the failure (what broke the reader).
+    """
     status, headers, document = http(method.upper(), f"{base}{path}", body)
     answer = Answer(status, {name.lower(): value for name, value in headers.items()}, document)
-    assert status < 500, f"{method.upper()} {path} {json.dumps(body)[:300]} -> {status} {document}"
+    sent = "" if body is None else f" {json.dumps(body)[:500]}"
+    cause = "" if after is None else f" after POST /api/1/plans/ {json.dumps(after)[:500]}"
+    assert status < 500, f"{method.upper()} {path}{sent} -> {status} {document}{cause}"
     conformance.check(method, path, answer)
     return answer
 
@@ -208,8 +221,14 @@ def test_stored_plans_with_hostile_values_never_break_a_reader(
     if created.status != 200:
         return
     plan_id = created.body["id"]
-    checked(conformance, engine_url, "get", "/api/1/plans/?all=true")
-    checked(conformance, engine_url, "get", f"/api/1/plans/{plan_id}")
-    checked(conformance, engine_url, "get", f"/api/1/executors/?executed=any&plan_id={plan_id}")
-    checked(conformance, engine_url, "get", "/api/1/executors/")
+    checked(conformance, engine_url, "get", "/api/1/plans/?all=true", after=body)
+    checked(conformance, engine_url, "get", f"/api/1/plans/{plan_id}", after=body)
+    checked(
+        conformance,
+        engine_url,
+        "get",
+        f"/api/1/executors/?executed=any&plan_id={plan_id}",
+        after=body,
+    )
+    checked(conformance, engine_url, "get", "/api/1/executors/", after=body)
     assert checked(conformance, engine_url, "delete", f"/api/1/plans/{plan_id}").status == 200
