@@ -82,6 +82,10 @@ class EC2InstanceAttack(Attack):
         """Split candidates into (attackable, spared). Nothing is spared by default."""
         return candidates, []
 
+    @classmethod
+    def warm_up(cls) -> None:
+        import chalicelib.adapters.ec2  # noqa: F401
+
     def run(self) -> dict[str, Any]:
         from chalicelib.adapters.ec2 import EC2Error, EC2Instances, pick, with_running_default
 

@@ -127,6 +127,10 @@ class NodeAttack(Attack):
     action: ClassVar[str] = ""
     supports_dry_run = True
 
+    @classmethod
+    def warm_up(cls) -> None:
+        import chalicelib.adapters.cloud_nodes  # noqa: F401
+
     def run(self) -> dict[str, Any]:
         from chalicelib.adapters.cloud_nodes import CloudNodes, NodeError, node_driver
         from chalicelib.adapters.http import OutboundRefused

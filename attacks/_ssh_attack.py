@@ -367,6 +367,10 @@ class SshScriptAttack(Attack):
     supports_dry_run = True
 
     @classmethod
+    def warm_up(cls) -> None:
+        import chalicelib.adapters.ssh  # noqa: F401
+
+    @classmethod
     def max_duration(cls, args: dict[str, Any]) -> float | None:
         return max_ssh_duration(args)
 

@@ -73,6 +73,10 @@ class ApiRequest(Attack):
     }
 
     @classmethod
+    def warm_up(cls) -> None:
+        import chalicelib.adapters.http  # noqa: F401
+
+    @classmethod
     def max_duration(cls, args: dict[str, Any]) -> float | None:
         # requests applies the timeout to connecting and to each read: twice at most.
         return 2 * float(args.get("timeout", 10))

