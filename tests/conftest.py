@@ -159,6 +159,22 @@ def aws() -> Iterator[None]:
 
 
 @pytest.fixture
+def scrubbed_logs() -> Iterator[None]:
+    """The engine's log-record factory (secrets masked as each record is created), for
+    one test; the one before it is put back after."""
+    import logging
+
+    from chalicelib import logfmt
+
+    factory = logging.getLogRecordFactory()
+    logfmt.install_scrubbing()
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(factory)
+
+
+@pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
 

@@ -141,9 +141,7 @@ class PlanService:
         attack_class = self.attacks.resolve(payload["attack"]["ref"])
         attack_config = {"args": {}, **payload["attack"]}
         validate_planner(payload["planner"], planner_class.schema)
-        validate(attack_config, attack_class.schema, "attack")
-        self.argument_policy.check(attack_config, "attack")
-        self._check_duration(attack_class, attack_config, "attack")
+        self._check_attack(attack_class, attack_config)
         check_plan_size(payload["planner"], attack_config)
 
         proposals = self._propose(planner_class, payload["name"], payload["planner"], attack_config)
@@ -211,6 +209,13 @@ class PlanService:
         log.info("plan creation replayed for its Idempotency-Key", extra={"plan_id": existing.id})
         return existing
 
+    def _check_attack(self, attack_class: type[Attack], config: dict[str, Any]) -> None:
+        """An attack config as a plan may hold it: its schema, the operator's argument
+        policy (secret references, outbound addresses) and its longest run."""
+        validate(config, attack_class.schema, "attack")
+        self.argument_policy.check(config, "attack")
+        self._check_duration(attack_class, config, "attack")
+
     def _check_duration(
         self, attack_class: type[Attack], config: dict[str, Any], where: str
     ) -> None:
@@ -264,10 +269,9 @@ class PlanService:
                     "deliver it on time"
                 )
             if proposal.attack is not attack_config:
-                attack_class = self.attacks.resolve(proposal.attack.get("ref"))
-                validate(proposal.attack, attack_class.schema, "attack")
-                self.argument_policy.check(proposal.attack, "attack")
-                self._check_duration(attack_class, proposal.attack, "attack")
+                self._check_attack(
+                    self.attacks.resolve(proposal.attack.get("ref")), proposal.attack
+                )
         return proposals
 
     def _undo(self, plan: Plan, created: list[str], deadline: Deadline) -> None:

@@ -58,17 +58,6 @@ def failing_endpoint() -> Iterator[int]:
         thread.join()
 
 
-@pytest.fixture
-def scrubbed_logs() -> Iterator[None]:
-    """Every log record scrubbed as it is created (logfmt.configure does this)."""
-    factory = logging.getLogRecordFactory()
-    logfmt.install_scrubbing()
-    try:
-        yield
-    finally:
-        logging.setLogRecordFactory(factory)
-
-
 def leaky_plan(port: int) -> dict[str, Any]:
     endpoint = f"http://u:{PASSWORD}@127.0.0.1:{port}/x?token={TOKEN}&q=1"
     return {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -169,19 +168,8 @@ def test_clip_and_shown_bound_a_callers_value() -> None:
 # -- log lines -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def scrubbing() -> Iterator[None]:
-    """The engine's record factory, installed for one test and removed after it."""
-    factory = logging.getLogRecordFactory()
-    logfmt.install_scrubbing()
-    try:
-        yield
-    finally:
-        logging.setLogRecordFactory(factory)
-
-
 def test_every_record_is_scrubbed_as_it_is_created(
-    scrubbing: None, caplog: pytest.LogCaptureFixture
+    scrubbed_logs: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("urllib3.connectionpool").debug(
