@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib.domain.model import EARLY_DELIVERY_WINDOW
 from chalicelib.domain.ports import MAX_PAGE_SIZE
+from chalicelib.domain.safety import WEEKDAYS, Calendar, TargetTags, parse_tag
 from chalicelib.plugins.contract import AttackEnvironment
 from chalicelib.plugins.secret_policy import ArgumentPolicy, OutboundPolicy, SecretPolicy
 
@@ -70,6 +71,8 @@ class Settings:
     timezone_name: str = "Europe/Madrid"
     plans_table: str = "cme-plans"
     executors_table: str = "cme-executors"
+    # The halt and the minimum-interval records (deployed; --store moto).
+    control_table: str = "cme-control"
     aws_region: str = "eu-west-1"
     dynamodb_endpoint: str | None = None
     attack_folders: tuple[Path, ...] = field(default_factory=tuple)
@@ -87,6 +90,15 @@ class Settings:
     # server refuse anything over 10 MB before it.
     max_body_bytes: int = 256 * 1024
     kill_switch: bool = False
+    # The engine's own target rules (docs/safety.md): a target must carry the opt-in tag
+    # and must not carry the exclude tag ((key, value); value None: any value).
+    opt_in_tag: tuple[str, str | None] | None = ("chaos-monkey-engine", "target")
+    exclude_tag: tuple[str, str | None] | None = ("chaos-monkey-engine-exclude", None)
+    # The calendar, in the engine's timezone: weekdays (0 Monday), hours [first, end)
+    # and blackout dates. An executor due outside it is skipped.
+    attack_weekdays: frozenset[int] = frozenset(range(7))
+    attack_hours: tuple[int, int] = (0, 24)
+    blackout_dates: frozenset[date] = frozenset()
     # Plan creation finishes, or undoes itself, within this (and within what is left of
     # the API Lambda's own time): below API Gateway's 29 s integration timeout, so a
     # client never sees a 504 for a plan that then goes on being created.
@@ -139,6 +151,14 @@ class Settings:
         return load_timezone(self.timezone_name)
 
     @property
+    def calendar(self) -> Calendar:
+        return Calendar(self.attack_weekdays, self.attack_hours, self.blackout_dates)
+
+    @property
+    def target_tags(self) -> TargetTags:
+        return TargetTags(opt_in=self.opt_in_tag, exclude=self.exclude_tag)
+
+    @property
     def attack_time_limit(self) -> timedelta:
         """The longest an attack may be allowed to run (its arguments are checked at plan
         time): inside the attack Lambda's timeout, and inside the lease."""
@@ -175,6 +195,7 @@ class Settings:
             simulated_ec2=self.simulated_ec2,
             secret_policy=self.argument_policy.secrets,
             outbound=self.argument_policy.outbound,
+            target_tags=self.target_tags,
         )
 
     @property
@@ -381,6 +402,46 @@ def _auth(value: str) -> str:
         raise ValueError(f"{value!r} is not one of {', '.join(AUTH_MODES)}") from None
 
 
+def _weekdays(value: str) -> frozenset[int]:
+    days: set[int] = set()
+    for word in (part.strip().lower() for part in value.split(",")):
+        if not word:
+            continue
+        if word[:3] not in WEEKDAYS:
+            raise ValueError(f"{word!r} is not a weekday ({', '.join(WEEKDAYS)})")
+        days.add(WEEKDAYS.index(word[:3]))
+    if not days:
+        raise ValueError("no weekday given (to stop every attack, use CME_KILL_SWITCH)")
+    return frozenset(days)
+
+
+def _hours(value: str) -> tuple[int, int]:
+    first, sep, end = value.strip().partition("-")
+    try:
+        window = (int(first), int(end)) if sep else (-1, -1)
+    except ValueError:
+        window = (-1, -1)
+    if not 0 <= window[0] < window[1] <= 24:
+        raise ValueError(f"{value!r} is not an hour window FIRST-END with 0 <= FIRST < END <= 24")
+    return window
+
+
+def _dates(value: str) -> frozenset[date]:
+    days: set[date] = set()
+    for word in (part.strip() for part in value.split(",")):
+        if not word:
+            continue
+        try:
+            days.add(date.fromisoformat(word))
+        except ValueError:
+            raise ValueError(f"{word!r} is not a date YYYY-MM-DD") from None
+    return frozenset(days)
+
+
+def _tag(value: str) -> tuple[str, str | None] | None:
+    return parse_tag(value)
+
+
 def _database(value: str) -> Path | None:
     return database_file(value) if value.strip() else None
 
@@ -420,6 +481,53 @@ VARIABLES: tuple[Variable, ...] = (
         "false",
         "true: no attack runs; every executor that comes due ends skipped",
         flag="--kill-switch",
+    ),
+    Variable(
+        "CME_OPT_IN_TAG",
+        "opt_in_tag",
+        _tag,
+        "chaos-monkey-engine=target",
+        "KEY=VALUE (or KEY, any value): only targets carrying this tag are attacked; "
+        "empty: no opt-in required",
+        flag="--opt-in-tag",
+        metavar="TAG",
+    ),
+    Variable(
+        "CME_EXCLUDE_TAG",
+        "exclude_tag",
+        _tag,
+        "chaos-monkey-engine-exclude",
+        "KEY (any value) or KEY=VALUE: targets carrying this tag are never attacked; "
+        "empty: none",
+        flag="--exclude-tag",
+        metavar="TAG",
+    ),
+    Variable(
+        "CME_ATTACK_WEEKDAYS",
+        "attack_weekdays",
+        _weekdays,
+        "mon,tue,wed,thu,fri,sat,sun",
+        "comma-separated weekdays (engine timezone) on which attacks may run",
+        flag="--attack-weekdays",
+        metavar="DAYS",
+    ),
+    Variable(
+        "CME_ATTACK_HOURS",
+        "attack_hours",
+        _hours,
+        "0-24",
+        "FIRST-END: attacks may run from FIRST:00 up to END:00 (engine timezone)",
+        flag="--attack-hours",
+        metavar="FIRST-END",
+    ),
+    Variable(
+        "CME_BLACKOUT_DATES",
+        "blackout_dates",
+        _dates,
+        "",
+        "comma-separated dates YYYY-MM-DD (engine timezone) on which no attack runs",
+        flag="--blackout-dates",
+        metavar="DATES",
     ),
     Variable(
         "CME_ALLOWED_LATENESS_SECONDS",
@@ -555,6 +663,14 @@ VARIABLES: tuple[Variable, ...] = (
         _text,
         "cme-executors",
         "DynamoDB table of executors (deployed; local mode's --store moto)",
+    ),
+    Variable(
+        "CME_CONTROL_TABLE",
+        "control_table",
+        _text,
+        "cme-control",
+        "DynamoDB table of the halt and the minimum-interval records (deployed; local "
+        "mode's --store moto)",
     ),
     Variable(
         "CME_DYNAMODB_ENDPOINT",

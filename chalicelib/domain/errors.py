@@ -193,3 +193,12 @@ class SchedulingError(ServiceUnavailable):
     def __init__(self, detail: str, created: Iterable[str] = ()) -> None:
         super().__init__(f"scheduling failed: {detail}")
         self.created = tuple(created)
+
+
+class ProbeFailed(Exception):
+    """A stop condition could not be evaluated (an alarm that does not exist, a health
+    check that did not answer in time): the guard refuses. Not an API error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

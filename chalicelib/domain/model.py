@@ -147,6 +147,9 @@ class Plan:
     fingerprint: str | None = None
     # The soonest pending executor's time, as the store knows it (None when none is).
     next_execution: datetime | None = None
+    # The plan body's ``safety`` object as validated (stop conditions, minimum interval;
+    # ``domain.safety.PlanSafety.from_dict`` reads it); None when the plan gave none.
+    safety: dict[str, Any] | None = None
 
     @property
     def executors_count(self) -> int:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan
+from chalicelib.domain.safety import Halt
 from chalicelib.domain.times import Deadline
 
 T = TypeVar("T")
@@ -116,6 +117,31 @@ class Store(Protocol):
         """
         ...
 
+    # -- safety ------------------------------------------------------------------------
+
+    def get_halt(self) -> Halt:
+        """The engine's halt as last set; ``Halt()`` (not halted) when never set."""
+        ...
+
+    def set_halt(self, halt: Halt) -> Halt:
+        """Store ``halt`` (replacing the previous one) and return it as stored."""
+        ...
+
+    def record_attack(self, group: str, at: datetime, min_interval: timedelta) -> datetime | None:
+        """Record an attack on the target group ``group`` at ``at`` unless one is too recent.
+
+        One conditional write: when the last attack recorded for ``group`` is later than
+        ``at - min_interval``, nothing is written and its time is returned; otherwise
+        ``at`` becomes the group's last attack and None is returned. Of two concurrent
+        calls for one group whose times are closer than ``min_interval``, exactly one
+        records (None) and the other is refused.
+        """
+        ...
+
+    def last_attack(self, group: str) -> datetime | None:
+        """The last attack recorded for ``group`` (a preview reads it; nothing written)."""
+        ...
+
     # -- executors ---------------------------------------------------------------------
 
     def get_executor(self, executor_id: str) -> Executor | None: ...
@@ -179,6 +205,27 @@ class Store(Protocol):
         failure that retrying cannot fix raises StorageError. OrphanExecutor when the
         executor's plan does not exist.
         """
+        ...
+
+
+class Probes(Protocol):
+    """What stop conditions ask the world: CloudWatch alarm states and HTTP health checks.
+
+    Each raises ProbeFailed (domain.errors) with a one-line reason when it cannot
+    answer; a guard that cannot be evaluated refuses (fails closed).
+    """
+
+    def alarms_in_alarm(self, names: Sequence[str]) -> list[str]:
+        """Those of the named CloudWatch alarms that are in the ALARM state.
+
+        ProbeFailed when any named alarm does not exist (a typo must not pass) or the
+        states cannot be read."""
+        ...
+
+    def health_status(self, url: str, timeout: float) -> int:
+        """The HTTP status a GET of ``url`` answers within ``timeout`` seconds (no
+        redirects followed; the outbound guard applies). ProbeFailed when it does not
+        answer in time or cannot be reached."""
         ...
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, ClassVar
 
 from chalicelib.domain.model import ProposedExecutor
+from chalicelib.domain.safety import TargetTags
 from chalicelib.domain.times import localize, utc_now
 from chalicelib.plugins.secret_policy import OutboundPolicy, SecretPolicy, SecretVault
 
@@ -59,6 +60,8 @@ class AttackEnvironment:
     made-up addresses, so SSH attacks must not connect to them.
     ``secret_policy``: the secret references an attack may resolve (checked again at
     resolve time). ``outbound``: the addresses an attack's own requests may not reach.
+    ``target_tags``: the opt-in and exclude tags every target-picking attack applies
+    (CME_OPT_IN_TAG, CME_EXCLUDE_TAG), whatever a plan's filters say.
     """
 
     aws_region: str | None = None
@@ -66,6 +69,7 @@ class AttackEnvironment:
     simulated_ec2: bool = False
     secret_policy: SecretPolicy = field(default_factory=SecretPolicy)
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    target_tags: TargetTags = field(default_factory=TargetTags)
 
 
 @dataclass
