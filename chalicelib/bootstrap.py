@@ -13,6 +13,7 @@ from chalicelib.plugins.registry import PluginSet, load_plugins
 from chalicelib.services.execution import ExecutorRunner
 from chalicelib.services.executors import ExecutorService
 from chalicelib.services.plans import PlanService
+from chalicelib.services.safety import HaltService
 from chalicelib.settings import Settings
 
 SchedulerFactory = Callable[[ExecutorRunner], Scheduler]
@@ -30,6 +31,8 @@ class Engine:
     runner: ExecutorRunner
     store: Store
     scheduler: Scheduler
+    # The live halt (GET/PUT /api/1/halt).
+    halt: HaltService
 
 
 def build_engine(
@@ -74,7 +77,17 @@ def build_engine(
     executors = ExecutorService(
         store=store, scheduler=scheduler, clock=clock, timezone=zone, list_limit=settings.list_limit
     )
-    return Engine(settings, attacks, planners, plans, executors, runner, store, scheduler)
+    return Engine(
+        settings,
+        attacks,
+        planners,
+        plans,
+        executors,
+        runner,
+        store,
+        scheduler,
+        halt=HaltService(store, clock),
+    )
 
 
 def build_local_engine(
