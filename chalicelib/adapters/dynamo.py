@@ -1,4 +1,4 @@
-"""The Store port on two DynamoDB tables, through PynamoDB (the deployed engine's storage).
+"""The Store port on three DynamoDB tables, through PynamoDB (the deployed engine's storage).
 
 Tables and indexes (every list is a Query on an index, never a Scan):
 
@@ -8,6 +8,10 @@ Tables and indexes (every list is a Query on an index, never a Scan):
   range ``bucket_order`` = ``<next_run_time>#<id>``. GSI ``by_plan``: hash ``plan_id``,
   range ``plan_order`` = ``<pending|executed>#<next_run_time>#<id>`` (a plan's executors by
   time; its first pending one is the first key of the ``pending#`` range).
+- control (``settings.control_table``): hash ``id``; the safety guards' shared state, a
+  handful of small items read and written by key: ``halt`` (the engine's live halt:
+  ``halted``, ``reason``, ``since``, ``set_by``) and ``interval#<group>`` (``last_attack``,
+  a target group's last recorded attack). No index, no TTL: it never grows with the plans.
 
 Why shards: a GSI partition has the same per-partition throughput limits as a table's,
 and a write to the table is throttled when an index cannot take its share ("GSI write
@@ -49,7 +53,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
@@ -78,6 +82,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan, StatusCounts
 from chalicelib.domain.ports import Clock, ExecutorQuery, Page, PlanQuery
+from chalicelib.domain.safety import Halt
 from chalicelib.domain.times import from_storage, to_storage, utc_now
 from chalicelib.settings import Settings
 
@@ -114,6 +119,9 @@ INDEX_LAG_READS = 4
 MAX_CURSOR_KEY = 1024
 
 CONDITION_FAILED = "ConditionalCheckFailed"
+# The control table's item of the engine's halt; a target group's interval is
+# "interval#<group>".
+HALT_ID = "halt"
 # Cancellation reasons of TransactWriteItems that a later attempt can overcome. The API
 # reference lists them (TransactionConflict: "another transaction is in progress on the
 # item"; ThrottlingError / ProvisionedThroughputExceeded: capacity)
@@ -229,6 +237,8 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
         count_skipped = NumberAttribute(default=0)
         count_missed = NumberAttribute(default=0)
         expires_at = TTLAttribute(null=True)
+        # The plan body's safety options (JSON); absent when the plan gave none.
+        safety = JSONAttribute(null=True)
         by_bucket = PlansByBucket()
 
     class ExecutorsByBucket(GlobalSecondaryIndex[Any]):
@@ -277,6 +287,31 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
         by_plan = ExecutorsByPlan()
 
     return PlanModel, ExecutorModel
+
+
+def build_control_model(settings: Settings) -> Any:
+    """The PynamoDB model of the control table named in ``settings``."""
+
+    class ControlModel(Model):
+        class Meta:
+            table_name = settings.control_table
+            region = settings.aws_region
+            host = settings.dynamodb_endpoint
+            billing_mode = "PAY_PER_REQUEST"
+            # One attempt per botocore call: the store retries (see NO_SDK_RETRIES).
+            max_retry_attempts = NO_SDK_RETRIES
+
+        id = UnicodeAttribute(hash_key=True)
+        # The "halt" item.
+        halted = BooleanAttribute(null=True)
+        reason = UnicodeAttribute(null=True)
+        since = UnicodeAttribute(null=True)
+        set_by = UnicodeAttribute(null=True)
+        # The "interval#<group>" items: a to_storage string, which sorts like the instant,
+        # so the conditional write compares instants by comparing strings.
+        last_attack = UnicodeAttribute(null=True)
+
+    return ControlModel
 
 
 # -- cursors ---------------------------------------------------------------------------
@@ -394,7 +429,7 @@ class _Read:
 
 
 class DynamoStore:
-    """The Store port on two DynamoDB tables."""
+    """The Store port on three DynamoDB tables (plans, executors, control)."""
 
     def __init__(
         self, settings: Settings, *, clock: Clock | None = None, backoff: Backoff | None = None
@@ -403,6 +438,7 @@ class DynamoStore:
         self._plans: Any
         self._executors: Any
         self._plans, self._executors = build_models(settings)
+        self._control: Any = build_control_model(settings)
         self._connection = Connection(
             region=settings.aws_region,
             host=settings.dynamodb_endpoint,
@@ -413,9 +449,9 @@ class DynamoStore:
         self._backoff = backoff or Backoff()
 
     def create_tables(self) -> None:
-        """Create both tables, with TTL on ``expires_at``, if missing (local mode and tests;
-        CloudFormation creates them in AWS)."""
-        for model in (self._plans, self._executors):
+        """Create the three tables if missing, plans and executors with TTL on
+        ``expires_at`` (local mode and tests; CloudFormation creates them in AWS)."""
+        for model in (self._plans, self._executors, self._control):
             if not model.exists():
                 model.create_table(wait=True, billing_mode="PAY_PER_REQUEST")
 
@@ -443,6 +479,7 @@ class DynamoStore:
             committed=False,
             fingerprint=plan.fingerprint,
             next_execution=to_storage(min(pending)) if pending else None,
+            safety=plan.safety,
             **{_count_name(status): counts[status] for status in ExecutorStatus},
         )
         try:
@@ -632,7 +669,93 @@ class DynamoStore:
             committed=bool(item.committed),
             fingerprint=item.fingerprint,
             next_execution=_optional_time(item.next_execution),
+            safety=item.safety,
         )
+
+    # -- safety ------------------------------------------------------------------------
+
+    def get_halt(self) -> Halt:
+        item = self._control_item(HALT_ID, "read the halt")
+        if item is None:
+            return Halt()
+        return Halt(
+            halted=bool(item.halted),
+            reason=item.reason,
+            since=_optional_time(item.since),
+            by=item.set_by,
+        )
+
+    def set_halt(self, halt: Halt) -> Halt:
+        control = self._control
+        # A PutItem: the item is replaced whole, so nothing of a previous halt survives.
+        item = control(
+            HALT_ID,
+            halted=halt.halted,
+            reason=halt.reason,
+            since=_stamp(halt.since),
+            set_by=halt.by,
+        )
+        try:
+            self._retrying("record the halt", item.save)
+        except PynamoDBException as error:
+            raise StorageError(f"could not record the halt: {error}") from error
+        return Halt(
+            halted=halt.halted,
+            reason=halt.reason,
+            since=_optional_time(item.since),
+            by=halt.by,
+        )
+
+    def record_attack(self, group: str, at: datetime, min_interval: timedelta) -> datetime | None:
+        control = self._control
+        key = _interval_id(group)
+        stamp = to_storage(at)
+        threshold = to_storage(at - min_interval)
+        # One conditional UpdateItem (it creates a missing item): DynamoDB evaluates the
+        # condition and writes atomically, so of two concurrent calls at most one passes
+        # ("Condition expressions",
+        # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ConditionExpressions.html).
+        # to_storage strings sort like instants: "last_attack <= :threshold" is "the last
+        # attack is not later than at - min_interval".
+        condition = (
+            control.id.does_not_exist()
+            | control.last_attack.does_not_exist()
+            | (control.last_attack <= threshold)
+        )
+        try:
+            self._retrying(
+                f"record an attack on {group!r}",
+                lambda: control(key).update(
+                    actions=[control.last_attack.set(stamp)], condition=condition
+                ),
+            )
+        except PynamoDBException as error:
+            if error.cause_response_code != "ConditionalCheckFailedException":
+                raise StorageError(f"could not record an attack on {group!r}: {error}") from error
+            last = self.last_attack(group)
+            if last is None:
+                # The condition failed on an item that a consistent read then did not
+                # show: nothing sensible to answer, and refusing is the safe side.
+                raise StorageError(
+                    f"could not record an attack on {group!r}: the condition failed but "
+                    "no last attack is stored"
+                ) from error
+            return last
+        return None
+
+    def last_attack(self, group: str) -> datetime | None:
+        item = self._control_item(_interval_id(group), f"read the last attack on {group!r}")
+        return None if item is None else _optional_time(item.last_attack)
+
+    def _control_item(self, key: str, what: str) -> Any:
+        """One control item, read consistently; None when it does not exist."""
+        control = self._control
+        try:
+            return self._retrying(what, lambda: control.get(key, consistent_read=True))
+        except control.DoesNotExist:
+            return None
+        except PynamoDBException as error:
+            raise StorageError(f"could not {what}: {error}") from error
 
     # -- executors ---------------------------------------------------------------------
 
@@ -1175,6 +1298,11 @@ class DynamoStore:
 
 def _optional_time(text: str | None) -> datetime | None:
     return from_storage(text) if text else None
+
+
+def _interval_id(group: str) -> str:
+    """The control item of a target group's minimum interval."""
+    return f"interval#{group}"
 
 
 def cancellation_reasons(error: PynamoDBException) -> tuple[list[str], list[dict[str, Any] | None]]:

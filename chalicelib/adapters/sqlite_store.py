@@ -4,10 +4,13 @@ Schema (times are ``to_storage`` strings, which sort like the instants they name
 
     plans      id PK, name, created, committed, fingerprint, planner/attack (JSON), dry_run,
                count_<status> (one column per status), settled_at,
-               pending = count_scheduled + count_running > 0 (generated)
+               pending = count_scheduled + count_running > 0 (generated),
+               safety (JSON, the plan's safety options; NULL: none)
     executors  id PK, plan_id -> plans ON DELETE CASCADE, name, next_run_time, status,
                attack (JSON), dry_run, started_at, finished_at, result (JSON), error,
                reason, settled_at
+    control    id PK: "halt" (halted, reason, since, changed_by) and "interval#<group>"
+               (last_attack), the safety guards' shared state (DynamoDB's control table)
 
 Indexes are shaped like the reads, so that no request reads more than it returns (plus a
 handful of index entries), however many executors are stored:
@@ -25,6 +28,10 @@ handful of index entries), however many executors are stored:
 Paging is by keyset: a cursor holds the last item's sort key and a digest of its query.
 Writes that must be atomic are ``BEGIN IMMEDIATE`` transactions; the busy timeout is the
 retry of a write that meets another (SQLite has one writer at a time).
+
+The schema's version is ``PRAGMA user_version``. A file of an older version is migrated
+in place when the store opens it (``_MIGRATIONS``), in one transaction, so a local data
+directory keeps its plans across upgrades; a newer version is refused.
 """
 
 from __future__ import annotations
@@ -56,11 +63,13 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan, StatusCounts
 from chalicelib.domain.ports import Clock, ExecutorQuery, Page, PlanQuery
+from chalicelib.domain.safety import Halt
 from chalicelib.domain.times import from_storage, to_storage
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# 1: plans and executors. 2: plans.safety and the control table (issue 10).
+SCHEMA_VERSION = 2
 # Sorted, so that the SQL a query builds (and its plan) does not depend on set order.
 PENDING_STATUSES = tuple(sorted(s.value for s in ExecutorStatus if s.is_pending))
 TERMINAL_STATUSES = tuple(sorted(s.value for s in ExecutorStatus if s.is_terminal))
@@ -82,6 +91,20 @@ _COUNT_COLUMNS = ", ".join(
     f"{_count(status)} INTEGER NOT NULL DEFAULT 0" for status in ALL_STATUSES
 )
 
+# The safety guards' shared state, one row per record (the DynamoDB control table's
+# items): "halt" holds the engine's halt, "interval#<group>" a target group's last attack.
+_CONTROL_TABLE = """
+    CREATE TABLE control (
+        id TEXT PRIMARY KEY,
+        halted INTEGER,
+        reason TEXT,
+        since TEXT,
+        changed_by TEXT,
+        last_attack TEXT
+    ) WITHOUT ROWID
+    """
+HALT_ID = "halt"
+
 _SCHEMA = (
     f"""
     CREATE TABLE plans (
@@ -95,7 +118,8 @@ _SCHEMA = (
         dry_run INTEGER NOT NULL,
         {_COUNT_COLUMNS},
         settled_at TEXT,
-        pending INTEGER GENERATED ALWAYS AS (count_scheduled + count_running > 0) VIRTUAL
+        pending INTEGER GENERATED ALWAYS AS (count_scheduled + count_running > 0) VIRTUAL,
+        safety TEXT
     )
     """,
     "CREATE INDEX plans_by_state ON plans (committed, pending, created, id)",
@@ -122,7 +146,14 @@ _SCHEMA = (
     "CREATE INDEX executors_by_plan ON executors (plan_id, status, next_run_time, id)",
     "CREATE INDEX executors_running ON executors (started_at, id) WHERE status = 'running'",
     "CREATE INDEX executors_settled ON executors (settled_at) WHERE settled_at IS NOT NULL",
+    _CONTROL_TABLE,
 )
+
+# From each version to the next: what a file of that version lacks. Each runs in the
+# transaction that opens the store, with user_version set at its end.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE plans ADD COLUMN safety TEXT", _CONTROL_TABLE),
+}
 
 _EXECUTOR_COLUMNS = (
     "e.id AS id, e.plan_id AS plan_id, e.name AS name, e.next_run_time AS next_run_time, "
@@ -143,7 +174,7 @@ _NEXT_EXECUTION = (
 _PLAN_COLUMNS = (
     "p.id AS id, p.name AS name, p.created AS created, p.committed AS committed, "
     "p.fingerprint AS fingerprint, p.planner AS planner, p.attack AS attack, "
-    "p.dry_run AS dry_run, "
+    "p.dry_run AS dry_run, p.safety AS safety, "
     + ", ".join(f"p.{_count(status)} AS {_count(status)}" for status in ALL_STATUSES)
     + f", {_NEXT_EXECUTION} AS next_execution"
 )
@@ -155,9 +186,9 @@ _SELECT_EXECUTOR = f"SELECT {_EXECUTOR_COLUMNS} FROM executors AS e"  # noqa: S6
 _INSERT_PLAN = (
     "INSERT INTO plans (id, name, created, committed, fingerprint, planner, attack, dry_run, "  # noqa: S608  # nosec B608
     + ", ".join(_count(status) for status in ALL_STATUSES)
-    + ", settled_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, "
+    + ", settled_at, safety) VALUES (?, ?, ?, 0, ?, ?, ?, ?, "
     + ", ".join("?" * len(ALL_STATUSES))
-    + ", ?)"
+    + ", ?, ?)"
 )
 
 
@@ -297,12 +328,24 @@ class SqliteStore:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version == SCHEMA_VERSION:
                 return
-            if version != 0:
+            if version == 0:
+                statements: list[str] = list(_SCHEMA)
+            elif version in _MIGRATIONS:
+                statements = [
+                    statement
+                    for step in range(version, SCHEMA_VERSION)
+                    for statement in _MIGRATIONS[step]
+                ]
+                log.info(
+                    "migrating the local store",
+                    extra={"path": str(self.path), "from": version, "to": SCHEMA_VERSION},
+                )
+            else:
                 raise StorageError(
                     f"{self.path} holds schema version {version}; this engine reads "
-                    f"version {SCHEMA_VERSION}"
+                    f"versions 1 to {SCHEMA_VERSION}"
                 )
-            for statement in _SCHEMA:
+            for statement in statements:
                 connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -325,6 +368,7 @@ class SqliteStore:
                 *(counts[status] for status in ALL_STATUSES),
                 # A plan with nothing pending has settled already.
                 None if any(counts[status] for status in PENDING_STATUSES) else now,
+                None if plan.safety is None else _json(plan.safety),
             )
             executor_rows = [self._executor_row(executor, now) for executor in executors]
         except (TypeError, ValueError) as error:
@@ -406,6 +450,53 @@ class SqliteStore:
                 raise ExecutorRunning(running["id"], _parse_time(running["started_at"]))
             connection.execute("DELETE FROM executors WHERE plan_id = ?", (plan.id,))
             connection.execute("DELETE FROM plans WHERE id = ?", (plan.id,))
+
+    # -- safety ------------------------------------------------------------------------
+
+    def get_halt(self) -> Halt:
+        with self._read("read the halt") as connection:
+            row = connection.execute(
+                "SELECT halted, reason, since, changed_by FROM control WHERE id = ?", (HALT_ID,)
+            ).fetchone()
+        return Halt() if row is None else _halt(row)
+
+    def set_halt(self, halt: Halt) -> Halt:
+        with self._write("record the halt") as connection:
+            row = connection.execute(
+                "INSERT INTO control (id, halted, reason, since, changed_by) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "halted = excluded.halted, reason = excluded.reason, since = excluded.since, "
+                "changed_by = excluded.changed_by "
+                "RETURNING halted, reason, since, changed_by",
+                (HALT_ID, int(halt.halted), halt.reason, _optional_time(halt.since), halt.by),
+            ).fetchone()
+        return _halt(row)
+
+    def record_attack(self, group: str, at: datetime, min_interval: timedelta) -> datetime | None:
+        key = _interval_id(group)
+        # One BEGIN IMMEDIATE transaction: the write lock is taken before the read, so of
+        # two concurrent calls the second reads what the first wrote (the check and the
+        # record are one step, as the port asks).
+        with self._write(f"record an attack on {group!r}") as connection:
+            row = connection.execute(
+                "SELECT last_attack FROM control WHERE id = ?", (key,)
+            ).fetchone()
+            last = _parse_time(row["last_attack"]) if row is not None else None
+            if last is not None and last > at - min_interval:
+                return last
+            connection.execute(
+                "INSERT INTO control (id, last_attack) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET last_attack = excluded.last_attack",
+                (key, to_storage(at)),
+            )
+        return None
+
+    def last_attack(self, group: str) -> datetime | None:
+        with self._read(f"read the last attack on {group!r}") as connection:
+            row = connection.execute(
+                "SELECT last_attack FROM control WHERE id = ?", (_interval_id(group),)
+            ).fetchone()
+        return None if row is None else _parse_time(row["last_attack"])
 
     # -- executors ---------------------------------------------------------------------
 
@@ -721,9 +812,27 @@ def _plan(row: sqlite3.Row) -> Plan:
             committed=bool(row["committed"]),
             fingerprint=row["fingerprint"],
             next_execution=_parse_time(row["next_execution"]),
+            safety=None if row["safety"] is None else json.loads(row["safety"]),
         )
     except (TypeError, ValueError) as error:
         raise StorageError(f"plan {row['id']} cannot be read: {error}") from error
+
+
+def _interval_id(group: str) -> str:
+    """The control row of a target group's minimum interval."""
+    return f"interval#{group}"
+
+
+def _halt(row: sqlite3.Row) -> Halt:
+    try:
+        return Halt(
+            halted=bool(row["halted"]),
+            reason=row["reason"],
+            since=_parse_time(row["since"]),
+            by=row["changed_by"],
+        )
+    except (TypeError, ValueError) as error:
+        raise StorageError(f"the stored halt cannot be read: {error}") from error
 
 
 def _check_limit(limit: int) -> None:

@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.model import ALLOWED_TRANSITIONS, Executor, ExecutorStatus, Plan
 from chalicelib.domain.ports import ExecutorQuery, Page, PlanQuery, Store
+from chalicelib.domain.safety import Halt
 from tests.contract.conftest import (
     T0,
     add,
@@ -867,3 +868,137 @@ def test_a_claim_and_a_delete_racing_have_exactly_one_winner(store: Store, targe
         outcomes.add(claimed)
     # Either winner is correct; this only reports which ones the rounds produced.
     print(f"{target}: outcomes seen {sorted(outcomes)}")
+
+
+# -- safety: a plan's options, the halt, the minimum interval -----------------------------
+
+SAFETY = {
+    "stop_conditions": {
+        "alarms": ["cpu-high", "5xx é"],
+        "health_checks": [{"url": "http://127.0.0.1:9/health", "timeout": 2.5}],
+    },
+    "min_interval": {"seconds": 3600, "group": "tag:App=web"},
+}
+MADRID_WINTER = timezone(timedelta(hours=1))
+INTERVAL = timedelta(minutes=30)
+MICROSECOND = timedelta(microseconds=1)
+# Not on a whole second: a store that dropped microseconds would fail the boundary tests.
+AT = datetime(2026, 12, 1, 10, 0, 0, 250_001, tzinfo=UTC)
+
+
+def test_a_plans_safety_options_round_trip_and_none_stays_none(store: Store) -> None:
+    guarded, _ = add(store, minutes=[1], safety=SAFETY)
+    plain, _ = add(store, minutes=[2], created=T0 - timedelta(hours=1))
+
+    stored = store.get_plan(guarded.id)
+    assert stored is not None and stored.safety == SAFETY
+    stored = store.get_plan(plain.id)
+    assert stored is not None and stored.safety is None
+    listed = {p.id: p.safety for p in store.list_plans(PlanQuery(), 10, None).items}
+    assert listed == {guarded.id: SAFETY, plain.id: None}
+
+
+def test_the_halt_is_off_until_set(store: Store) -> None:
+    assert store.get_halt() == Halt()
+
+
+def test_set_halt_is_read_back_and_a_second_replaces_it(store: Store) -> None:
+    since = datetime(2026, 12, 1, 10, 15, 30, 123_456, tzinfo=MADRID_WINTER)
+    halt = Halt(
+        halted=True, reason="game day: payments on fire", since=since, by="arn:aws:iam::1:user/ana"
+    )
+
+    assert store.set_halt(halt) == halt
+    assert store.get_halt() == halt
+    read = store.get_halt()
+    assert read.since is not None and read.since.utcoffset() is not None
+
+    lifted = Halt(halted=False, reason=None, since=since + timedelta(hours=1), by="local")
+    assert store.set_halt(lifted) == lifted
+    # Replaced whole: nothing of the first halt (its reason) survives.
+    assert store.get_halt() == lifted
+
+
+def test_the_first_attack_on_a_group_is_recorded(store: Store) -> None:
+    assert store.last_attack("plan:p1") is None
+
+    assert store.record_attack("plan:p1", AT, INTERVAL) is None
+
+    assert store.last_attack("plan:p1") == AT
+
+
+def test_an_attack_within_the_interval_is_refused_with_the_last_attacks_time(
+    store: Store,
+) -> None:
+    assert store.record_attack("plan:p1", AT, INTERVAL) is None
+
+    assert store.record_attack("plan:p1", AT + timedelta(minutes=10), INTERVAL) == AT
+    # An attack recorded out of order (earlier than the last) is refused as well.
+    assert store.record_attack("plan:p1", AT - timedelta(minutes=10), INTERVAL) == AT
+    assert store.last_attack("plan:p1") == AT
+
+
+def test_an_attack_exactly_one_interval_later_is_allowed(store: Store) -> None:
+    assert store.record_attack("plan:p1", AT, INTERVAL) is None
+
+    # Given in another zone: the stores compare instants.
+    later = (AT + INTERVAL).astimezone(MADRID_WINTER)
+    assert store.record_attack("plan:p1", later, INTERVAL) is None
+
+    assert store.last_attack("plan:p1") == AT + INTERVAL
+
+
+def test_an_attack_one_microsecond_inside_the_interval_is_refused(store: Store) -> None:
+    assert store.record_attack("plan:p1", AT, INTERVAL) is None
+
+    assert store.record_attack("plan:p1", AT + INTERVAL - MICROSECOND, INTERVAL) == AT
+
+    assert store.last_attack("plan:p1") == AT
+
+
+def test_a_refused_attack_does_not_move_the_interval(store: Store) -> None:
+    assert store.record_attack("plan:p1", AT, INTERVAL) is None
+    assert store.record_attack("plan:p1", AT + INTERVAL / 2, INTERVAL) == AT
+
+    # Counted from the recorded attack, not from the refused one.
+    assert store.record_attack("plan:p1", AT + INTERVAL, INTERVAL) is None
+
+
+def test_groups_keep_their_own_intervals(store: Store) -> None:
+    assert store.record_attack("plan:p1", AT, INTERVAL) is None
+
+    assert store.record_attack("plan:p2", AT, INTERVAL) is None
+    assert store.record_attack("group:tag:App=web", AT + MICROSECOND, INTERVAL) is None
+
+    assert store.record_attack("plan:p1", AT + MICROSECOND, INTERVAL) == AT
+    assert store.last_attack("plan:p2") == AT
+    assert store.last_attack("group:tag:App=web") == AT + MICROSECOND
+    assert store.last_attack("plan:p3") is None
+
+
+def test_last_attack_only_reads(store: Store) -> None:
+    assert store.last_attack("plan:p1") is None
+    assert store.last_attack("plan:p1") is None
+
+    # Reading left nothing behind that would count as an attack.
+    assert store.record_attack("plan:p1", AT, INTERVAL) is None
+    assert store.last_attack("plan:p1") == AT
+    assert store.last_attack("plan:p1") == AT
+    assert store.record_attack("plan:p1", AT + INTERVAL, INTERVAL) is None
+
+
+def test_the_halt_and_the_intervals_do_not_touch_each_other(store: Store) -> None:
+    halt = Halt(halted=True, reason="stop", since=AT, by="local")
+    store.set_halt(halt)
+    assert store.record_attack("halt", AT, INTERVAL) is None
+
+    assert store.get_halt() == halt
+    assert store.last_attack("halt") == AT
+
+
+def test_eight_concurrent_attacks_on_one_group_record_exactly_one(store: Store) -> None:
+    results = run_together(8, lambda number: store.record_attack("plan:p1", AT, INTERVAL))
+
+    assert results.count(None) == 1
+    assert [result for result in results if result is not None] == [AT] * 7
+    assert store.last_attack("plan:p1") == AT
