@@ -6,7 +6,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,14 @@ from chalicelib.adapters.sqlite_store import SqliteStore, _Pool
 from chalicelib.domain.errors import StorageError
 from chalicelib.domain.model import ExecutorStatus
 from chalicelib.domain.ports import ExecutorQuery, PlanQuery, Store
+from chalicelib.domain.safety import Halt
 from tests.conftest import FixedClock
 from tests.contract.conftest import T0, add, claim, counts, finish, make_executors, make_plan
 
 S = ExecutorStatus
 RETENTION = timedelta(days=90)
 # A plan in EXPLAIN QUERY PLAN that reads a whole table, or sorts what it read.
-WHOLE_READ = re.compile(r"\bSCAN (executors|plans|e|p|x)\b|TEMP B-TREE")
+WHOLE_READ = re.compile(r"\bSCAN (executors|plans|control|e|p|x)\b|TEMP B-TREE")
 
 
 def as_port(store: SqliteStore) -> Store:
@@ -113,6 +114,11 @@ def test_every_read_and_write_uses_an_index(
     stored = store.get_plan(plan.id)
     assert stored is not None
     store.delete_plan(stored)
+    store.set_halt(Halt(halted=True, reason="test", since=T0, by="local"))
+    store.get_halt()
+    store.record_attack("plan:p1", T0, timedelta(minutes=1))
+    store.record_attack("plan:p1", T0, timedelta(minutes=1))
+    store.last_attack("plan:p1")
 
     plans = query_plans(path, statements)
 
@@ -263,6 +269,119 @@ def test_the_file_is_in_wal_mode_with_foreign_keys(store: SqliteStore, path: Pat
         assert connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
         assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+
+
+# The schema of version 1 (before plans.safety and the control table), as it was shipped.
+VERSION_1_SCHEMA = """
+CREATE TABLE plans (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, created TEXT NOT NULL,
+    committed INTEGER NOT NULL, fingerprint TEXT, planner TEXT NOT NULL,
+    attack TEXT NOT NULL, dry_run INTEGER NOT NULL,
+    count_failed INTEGER NOT NULL DEFAULT 0, count_missed INTEGER NOT NULL DEFAULT 0,
+    count_running INTEGER NOT NULL DEFAULT 0, count_scheduled INTEGER NOT NULL DEFAULT 0,
+    count_skipped INTEGER NOT NULL DEFAULT 0, count_succeeded INTEGER NOT NULL DEFAULT 0,
+    settled_at TEXT,
+    pending INTEGER GENERATED ALWAYS AS (count_scheduled + count_running > 0) VIRTUAL
+);
+CREATE INDEX plans_by_state ON plans (committed, pending, created, id);
+CREATE INDEX plans_uncommitted ON plans (created, id) WHERE committed = 0;
+CREATE INDEX plans_settled ON plans (settled_at) WHERE settled_at IS NOT NULL;
+CREATE TABLE executors (
+    id TEXT PRIMARY KEY,
+    plan_id TEXT NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+    name TEXT NOT NULL, next_run_time TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN
+        ('failed', 'missed', 'running', 'scheduled', 'skipped', 'succeeded')),
+    attack TEXT NOT NULL, dry_run INTEGER NOT NULL, started_at TEXT, finished_at TEXT,
+    result TEXT, error TEXT, reason TEXT, settled_at TEXT
+);
+CREATE INDEX executors_by_status ON executors (status, next_run_time, id);
+CREATE INDEX executors_by_plan ON executors (plan_id, status, next_run_time, id);
+CREATE INDEX executors_running ON executors (started_at, id) WHERE status = 'running';
+CREATE INDEX executors_settled ON executors (settled_at) WHERE settled_at IS NOT NULL;
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_file_is_migrated_with_its_plans_intact(path: Path, clock: FixedClock) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.executescript(VERSION_1_SCHEMA)
+        connection.execute(
+            "INSERT INTO plans (id, name, created, committed, fingerprint, planner, attack, "
+            "dry_run, count_scheduled, count_succeeded) VALUES "
+            "('old', 'from 2026', '2026-12-01T09:00:00.000000Z', 1, NULL, ?, ?, 0, 1, 1)",
+            ('{"ref": "exact_planner:ExactPlanner", "args": {}}', '{"ref": "a:A", "args": {}}'),
+        )
+        connection.executemany(
+            "INSERT INTO executors (id, plan_id, name, next_run_time, status, attack, dry_run, "
+            "finished_at, result) VALUES (?, 'old', 'run', ?, ?, '{}', 0, ?, ?)",
+            [
+                (
+                    "e1",
+                    "2026-12-01T09:01:00.000000Z",
+                    "succeeded",
+                    "2026-12-01T09:01:02.000000Z",
+                    '{"hit": 1}',
+                ),
+                ("e2", "2026-12-01T09:02:00.000000Z", "scheduled", None, None),
+            ],
+        )
+    connection.close()
+
+    store = SqliteStore(path, clock=clock)
+    try:
+        plan = store.get_plan("old")
+        assert plan is not None
+        assert (plan.name, plan.created, plan.safety) == ("from 2026", T0, None)
+        assert counts(store, "old") == {"scheduled": 1, "succeeded": 1}
+        assert plan.next_execution == T0 + timedelta(minutes=2)
+        done = store.get_executor("e1")
+        assert done is not None and (done.status, done.result) == (S.SUCCEEDED, {"hit": 1})
+        assert [p.id for p in store.list_plans(PlanQuery(), 10, None).items] == ["old"]
+        # What version 2 adds works on the migrated file.
+        assert store.get_halt() == Halt()
+        halt = Halt(halted=True, reason="migrated", since=T0, by="local")
+        assert store.set_halt(halt) == halt
+        at = datetime(2026, 12, 1, 10, tzinfo=UTC)
+        assert store.record_attack("plan:old", at, timedelta(hours=1)) is None
+        assert store.record_attack("plan:old", at, timedelta(hours=1)) == at
+        new, _ = add(store, minutes=[5], safety={"min_interval": {"seconds": 60}})
+        stored = store.get_plan(new.id)
+        assert stored is not None and stored.safety == {"min_interval": {"seconds": 60}}
+    finally:
+        store.close()
+    with sqlite3.connect(path) as connection:
+        assert (
+            connection.execute("PRAGMA user_version").fetchone()[0]
+            == sqlite_store.SCHEMA_VERSION
+            == 2
+        )
+    connection.close()
+
+    # Opened again: already version 2, nothing to migrate, the halt still there.
+    again = SqliteStore(path, clock=clock)
+    try:
+        assert again.get_halt() == halt
+    finally:
+        again.close()
+    # The migrated file has the schema a new file gets: tables, columns, indexes.
+    fresh = path.with_name("fresh.sqlite3")
+    SqliteStore(fresh, clock=clock).close()
+    assert schema_of(path) == schema_of(fresh)
+
+
+def schema_of(path: Path) -> dict[str, Any]:
+    with sqlite3.connect(path) as connection:
+        objects = connection.execute(
+            "SELECT type, name, tbl_name FROM sqlite_master ORDER BY name"
+        ).fetchall()
+        columns = {
+            table: connection.execute(f"PRAGMA table_xinfo({table})").fetchall()
+            for kind, table, _ in objects
+            if kind == "table"
+        }
+    connection.close()
+    return {"objects": objects, "columns": columns}
 
 
 def test_a_file_of_another_schema_version_is_refused(path: Path) -> None:
