@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib.domain.model import EARLY_DELIVERY_WINDOW
@@ -145,6 +145,14 @@ class Settings:
     database_file: Path | None = None
     # Local mode runs the reaper this often (deployed, the reaper Lambda's schedule does).
     reap_interval: timedelta = timedelta(seconds=60)
+    # The audit trail (docs/events.md): its DynamoDB table (deployed; --store moto), how
+    # long events are kept (TTL when deployed, a periodic purge of events.sqlite3 locally)
+    # and where executor and halt notifications go. The webhook URL may hold a token: it
+    # is left out of the repr and masked in every log line.
+    events_table: str = "cme-events"
+    events_retention: timedelta = timedelta(days=365)
+    notify_webhook_url: str | None = field(default=None, repr=False)
+    notify_sns_topic_arn: str | None = None
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -400,6 +408,30 @@ def _auth(value: str) -> str:
         return auth_mode(value)
     except ValueError:
         raise ValueError(f"{value!r} is not one of {', '.join(AUTH_MODES)}") from None
+
+
+def _webhook_url(value: str) -> str | None:
+    text = value.strip()
+    if not text:
+        return None
+    parts = urlsplit(text)
+    # The URL is not quoted back: its path or query may be a token.
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("the webhook URL must start with http:// or https://")
+    try:
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        raise ValueError("the webhook URL's port is not a number") from None
+    if not host:
+        raise ValueError("the webhook URL names no host")
+    return text
+
+
+def _sns_topic_arn(value: str) -> str | None:
+    text = value.strip()
+    if text and not (text.startswith("arn:") and text.split(":")[2:3] == ["sns"]):
+        raise ValueError(f"{text!r} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
+    return text or None
 
 
 def _weekdays(value: str) -> frozenset[int]:
@@ -797,5 +829,34 @@ VARIABLES: tuple[Variable, ...] = (
         "40",
         "pace of EventBridge Scheduler calls",
         scope="deployed",
+    ),
+    Variable(
+        "CME_EVENTS_TABLE",
+        "events_table",
+        _text,
+        "cme-events",
+        "DynamoDB table of the audit trail's events (deployed; local mode's --store moto)",
+    ),
+    Variable(
+        "CME_EVENTS_RETENTION_DAYS",
+        "events_retention",
+        _days,
+        "365",
+        "events of the audit trail are deleted this long after they happened",
+    ),
+    Variable(
+        "CME_NOTIFY_WEBHOOK_URL",
+        "notify_webhook_url",
+        _webhook_url,
+        "",
+        "POST a JSON message here when an executor starts and ends and when the halt "
+        "changes (empty: none); the outbound guard applies",
+    ),
+    Variable(
+        "CME_NOTIFY_SNS_TOPIC_ARN",
+        "notify_sns_topic_arn",
+        _sns_topic_arn,
+        "",
+        "publish the same messages to this SNS topic (empty: none)",
     ),
 )

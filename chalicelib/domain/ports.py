@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
+from chalicelib.domain.events import Event, EventKind
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan
 from chalicelib.domain.safety import Halt
 from chalicelib.domain.times import Deadline
@@ -262,4 +263,44 @@ class Scheduler(Protocol):
 
     def delete(self, executor_ids: Sequence[str], deadline: Deadline | None = None) -> None:
         """Remove schedules; one that does not exist (already fired) is not an error."""
+        ...
+
+
+class EventLog(Protocol):
+    """The audit trail's storage: events appended once, listed newest first.
+
+    Not tied to the plans: a plan's events are kept after it is deleted, until the log's
+    own retention (``purge_expired`` locally, DynamoDB's TTL when deployed). Reads are
+    bounded like the Store's: an index range, never a whole table.
+    """
+
+    def append(self, event: Event) -> None:
+        """Store one event (StorageError when it cannot be stored)."""
+        ...
+
+    def list(
+        self, plan_id: str | None, kind: EventKind | None, limit: int, cursor: str | None
+    ) -> Page[Event]:
+        """Events of ``plan_id`` and/or ``kind`` (None: any), newest first (time, then id),
+        paged: every event is on exactly one page even while others are appended.
+        InvalidCursor for a cursor this log did not make for these filters. A page may
+        hold fewer than ``limit`` events (even none) and still a cursor, when a read had
+        to stop early; the list ends when ``cursor`` is None."""
+        ...
+
+    def purge_expired(self, now: datetime) -> int:
+        """Delete the events older than the retention; how many (0 where TTL does it)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files; the log is not used afterwards."""
+        ...
+
+
+class Notifier(Protocol):
+    """Where the engine tells the world what happened (a webhook, an SNS topic)."""
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Deliver one small JSON message. Never raises: a failed delivery is logged
+        (without secrets) and dropped, so that it never changes what the engine does."""
         ...

@@ -70,6 +70,10 @@ EXAMPLES: dict[str, tuple[str, Any]] = {
     "CME_DEAD_LETTER_ARN": ("arn:aws:sqs:x", "arn:aws:sqs:x"),
     "CME_SCHEDULER_CONCURRENCY": ("3", 3),
     "CME_SCHEDULER_RATE_PER_SECOND": ("12.5", 12.5),
+    "CME_EVENTS_TABLE": ("my-events", "my-events"),
+    "CME_EVENTS_RETENTION_DAYS": ("30", timedelta(days=30)),
+    "CME_NOTIFY_WEBHOOK_URL": ("https://hooks.example.com/x", "https://hooks.example.com/x"),
+    "CME_NOTIFY_SNS_TOPIC_ARN": ("arn:aws:sns:eu-west-1:1:t", "arn:aws:sns:eu-west-1:1:t"),
 }
 
 # A bad value per flagged variable, and words its one-line error must hold.
