@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from chalicelib.adapters.clock import SystemClock
-from chalicelib.domain.ports import Clock, Scheduler, Store
+from chalicelib.adapters.probes import AwsProbes
+from chalicelib.domain.ports import Clock, Probes, Scheduler, Store
 from chalicelib.plugins.contract import Attack, Planner
 from chalicelib.plugins.registry import PluginSet, load_plugins
 from chalicelib.services.execution import ExecutorRunner
 from chalicelib.services.executors import ExecutorService
+from chalicelib.services.guards import SafetyGuards
 from chalicelib.services.plans import PlanService
 from chalicelib.services.safety import HaltService
 from chalicelib.settings import Settings
@@ -33,6 +35,8 @@ class Engine:
     scheduler: Scheduler
     # The live halt (GET/PUT /api/1/halt).
     halt: HaltService
+    # The safety guards the runner asks (and a plan preview shows).
+    guards: SafetyGuards
 
 
 def build_engine(
@@ -40,14 +44,27 @@ def build_engine(
     store: Store,
     scheduler_factory: SchedulerFactory,
     clock: Clock | None = None,
+    probes: Probes | None = None,
 ) -> Engine:
     """Wire the services on a store and a scheduler.
 
     The scheduler is built from the runner because local mode's scheduler calls it
     in-process; the EventBridge scheduler ignores it (it invokes the attack Lambda).
+    ``probes`` (stop conditions) default to CloudWatch in the engine's region and HTTP
+    through the outbound guard; in local mode CloudWatch is moto's.
     """
     clock = clock or SystemClock()
     zone = settings.timezone
+    if probes is None:
+        probes = AwsProbes(settings.aws_region or None, settings.argument_policy.outbound)
+    guards = SafetyGuards(
+        store=store,
+        probes=probes,
+        clock=clock,
+        timezone=zone,
+        calendar=settings.calendar,
+        kill_switch=settings.kill_switch,
+    )
     attacks = load_plugins("attacks", Attack, settings.all_attack_folders)
     planners = load_plugins("planners", Planner, settings.all_planner_folders)
     runner = ExecutorRunner(
@@ -55,7 +72,7 @@ def build_engine(
         attacks=attacks,
         clock=clock,
         allowed_lateness=settings.allowed_lateness,
-        kill_switch=settings.kill_switch,
+        guards=guards,
         max_run_time=settings.max_run_time,
         environment=settings.attack_environment,
     )
@@ -87,6 +104,7 @@ def build_engine(
         store,
         scheduler,
         halt=HaltService(store, clock),
+        guards=guards,
     )
 
 

@@ -8,6 +8,11 @@ second, so no attack starts before it. The claim is a conditional write
 its plan is committed), so a duplicate, retried or stale delivery never runs an attack
 twice or at an old time; a delivery later than the allowed lateness ends ``missed``.
 
+The safety guards (services/guards.py) decide whether a due executor's attack may run:
+those that record nothing (kill switch, halt, calendar, stop conditions) before the
+claim, a refusal ending the executor ``skipped`` unclaimed; the minimum interval, which
+records the attack, after it, a refusal ending it ``skipped`` from ``running``.
+
 ``reap_lost`` (the reaper Lambda, and a job in local mode) ends what nothing else will:
 executors ``running`` past their lease (their process died) are ``failed`` as lost,
 executors never delivered are ``missed``, orphans (executors whose plan is gone) and
@@ -24,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.domain.errors import OrphanExecutor, UnknownPlugin
-from chalicelib.domain.model import EARLY_DELIVERY_WINDOW, Executor, ExecutorStatus
+from chalicelib.domain.model import EARLY_DELIVERY_WINDOW, Executor, ExecutorStatus, Plan
 from chalicelib.domain.ports import Clock, Scheduler, Store
 from chalicelib.domain.redaction import redact
 from chalicelib.plugins.contract import (
@@ -36,6 +41,7 @@ from chalicelib.plugins.contract import (
 )
 from chalicelib.plugins.registry import PluginSet
 from chalicelib.plugins.secret_policy import SecretVault
+from chalicelib.services.guards import SafetyGuards
 from chalicelib.services.paging import plan_executor_ids
 
 log = logging.getLogger(__name__)
@@ -74,7 +80,8 @@ class ExecutorRunner:
     attacks: PluginSet[Attack]
     clock: Clock
     allowed_lateness: timedelta
-    kill_switch: bool = False
+    # The kill switch, the halt, the calendar, stop conditions and the minimum interval.
+    guards: SafetyGuards
     max_run_time: timedelta = timedelta(seconds=900)
     # Set after construction (the scheduler is built from the runner): the reaper removes
     # the schedules of orphans and abandoned plans through it.
@@ -102,14 +109,48 @@ class ExecutorRunner:
         if early > timedelta(0):
             # EventBridge Scheduler fires anywhere in a minute: wait for the second.
             self.clock.sleep(early.total_seconds())
-        now = self.clock.now()
-        refusal = self._refusal(executor, now)
+        return self._run_due(executor, self.clock.now())
+
+    def _run_due(self, executor: Executor, now: datetime) -> Executor | None:
+        """Run an executor whose second has come: lateness, its plan, the guards, the
+        claim, the minimum interval, the attack; each may end it before the next."""
+        fields = {"executor_id": executor.id, "plan_id": executor.plan_id}
+        late = self._lateness(executor, now)
+        if late is not None:
+            return self._end_unclaimed(executor, ExecutorStatus.MISSED, late)
+        plan = self.store.get_plan(executor.plan_id)
+        if plan is None:
+            # No transition of it can be recorded: removed, as the reaper removes orphans.
+            log.warning("executor without a plan; removed, not run", extra=fields)
+            self._purge(executor.id)
+            return None
+        if not plan.committed:
+            # Its creation is still under way or died: the claim would fail; record nothing.
+            log.info("the executor's plan is not committed; not run", extra=fields)
+            return executor
+        refusal = self.guards.before_claim(executor, plan, now)
         if refusal is not None:
-            return self._end_unclaimed(executor, *refusal)
+            return self._end_unclaimed(executor, ExecutorStatus.SKIPPED, refusal.reason)
         if not self.store.transition(executor, ExecutorStatus.RUNNING, {"started_at": now}):
             log.info("executor claimed elsewhere, moved or not committed; not run", extra=fields)
-            return self.store.get_executor(executor_id)
-        return self._attack(executor)
+            return self.store.get_executor(executor.id)
+        return self._attack_once_allowed(executor, plan, now)
+
+    def _attack_once_allowed(self, executor: Executor, plan: Plan, now: datetime) -> Executor:
+        """Run a claimed executor's attack unless the minimum interval refuses it.
+
+        Only after the claim: the interval records this attack, so the record must be
+        made for an executor that nobody else is running (the claim made sure)."""
+        refusal = self.guards.after_claim(executor, plan, now)
+        if refusal is None:
+            return self._attack(executor)
+        changes = {"finished_at": self.clock.now(), "reason": refusal.reason}
+        fields = {"executor_id": executor.id, "plan_id": executor.plan_id}
+        if self.store.transition(executor, ExecutorStatus.SKIPPED, changes):
+            log.warning("executor skipped: %s", refusal.reason, extra=fields)
+        else:
+            log.error("executor changed while it was claimed; refusal not recorded", extra=fields)
+        return executor
 
     def _ignored(self, executor: Executor, run_at: datetime | None) -> str | None:
         """Why this delivery is not the executor's to act on, if it is not."""
@@ -206,16 +247,15 @@ class ExecutorRunner:
         log.info("executor changed while it was being reaped; left as it is", extra=fields)
         return 0
 
-    def _refusal(self, executor: Executor, now: datetime) -> tuple[ExecutorStatus, str] | None:
-        """Why this delivery must not run the attack at all, if it must not."""
+    def _lateness(self, executor: Executor, now: datetime) -> str | None:
+        """Why this delivery is too late to run the attack at all, if it is (checked
+        before every guard: a late executor is missed, whatever the guards say)."""
         lateness = now - executor.next_run_time
         if lateness > self.allowed_lateness:
-            return ExecutorStatus.MISSED, (
+            return (
                 f"delivered {int(lateness.total_seconds())} s late; "
                 f"the allowed lateness is {int(self.allowed_lateness.total_seconds())} s"
             )
-        if self.kill_switch:
-            return ExecutorStatus.SKIPPED, "the kill switch is on"
         return None
 
     def _end_unclaimed(self, executor: Executor, status: ExecutorStatus, reason: str) -> Executor:

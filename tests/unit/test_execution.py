@@ -182,7 +182,9 @@ def test_the_kill_switch_skips_every_attack(
     engine.runner.run(executor_id)
     stored = engine.executors.get(executor_id)
     assert stored.status is ExecutorStatus.SKIPPED
-    assert stored.reason == "the kill switch is on"
+    assert stored.reason == (
+        "kill switch: CME_KILL_SWITCH is on for this stage; the attack did not run"
+    )
     assert module.RUNS == []
 
 

@@ -11,6 +11,7 @@ import pytest
 from chalicelib.bootstrap import Engine
 from chalicelib.domain.errors import OrphanExecutor
 from chalicelib.domain.model import Executor, ExecutorStatus
+from chalicelib.domain.safety import Halt
 from chalicelib.services.execution import ABANDONED_AFTER, MAX_RESULT_BYTES, _storable
 from tests.conftest import FixedClock, RecordingScheduler
 
@@ -234,3 +235,49 @@ def test_the_reaper_removes_a_plan_whose_creation_died_with_its_schedules(
     assert engine.store.get_plan(plan.id) is None
     assert engine.store.get_executor(executor.id) is None
     assert executor.id not in scheduler.scheduled
+
+
+def test_a_delivery_of_an_executor_whose_plan_is_gone_removes_it_and_runs_nothing(
+    engine: Engine,
+    clock: FixedClock,
+    runs: list[dict[str, Any]],
+    scheduler: RecordingScheduler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    executor = one_executor(engine)
+    # The plan item is gone (a delete cut short): nothing about the executor can be
+    # recorded, so the runner removes it as the reaper removes orphans.
+    monkeypatch.setattr(engine.store, "get_plan", lambda plan_id: None)
+    clock.current = executor.next_run_time
+    assert engine.runner.run(executor.id) is None
+    assert engine.store.get_executor(executor.id) is None
+    assert executor.id not in scheduler.scheduled
+    assert runs == []
+
+
+def test_a_delivery_for_a_plan_still_being_created_records_nothing(
+    engine: Engine, clock: FixedClock, runs: list[dict[str, Any]]
+) -> None:
+    from chalicelib.domain.model import Plan
+
+    plan = Plan(
+        id="c" * 32,
+        name="being created",
+        created=clock.now(),
+        planner={"ref": "exact_planner:ExactPlanner", "args": {}},
+        attack={"ref": SCRIPTED, "args": {"mode": "ok"}},
+        committed=False,
+    )
+    executor = Executor(
+        id="d" * 32,
+        plan_id=plan.id,
+        name="being created",
+        next_run_time=clock.now() + timedelta(minutes=1),
+        attack=plan.attack,
+    )
+    engine.store.add_plan(plan, [executor])
+    engine.store.set_halt(Halt(True, "a halt skips only executors that can be claimed"))
+    clock.current = executor.next_run_time
+    engine.runner.run(executor.id)
+    assert stored(engine, executor.id).status is ExecutorStatus.SCHEDULED
+    assert runs == []
