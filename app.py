@@ -11,6 +11,7 @@ from chalice.app import Chalice, CloudWatchEvent
 from chalicelib import logfmt
 from chalicelib.api.auth import bearer_token_required, protect_routes
 from chalicelib.api.context import engine_of
+from chalicelib.api.events import events_api
 from chalicelib.api.routes import api
 from chalicelib.domain.errors import InvalidDate
 from chalicelib.domain.times import parse_datetime
@@ -22,6 +23,7 @@ logfmt.install_scrubbing()
 
 app = Chalice(app_name="chaos-monkey-engine")
 app.register_blueprint(api, url_prefix="/api/1")
+app.register_blueprint(events_api, url_prefix="/api/1")
 # API Gateway's authorization is part of the API definition, so the stage's CME_AUTH is
 # read here, when `chalice deploy` / `chalice package` import the app.
 protect_routes(app, auth_mode(os.environ.get("CME_AUTH", "none")))

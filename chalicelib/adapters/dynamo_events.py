@@ -24,6 +24,7 @@ and reads still return them until then
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -60,7 +61,8 @@ LIST_MAX_PAGES = 5
 def build_event_model(settings: Settings) -> Any:
     """The PynamoDB model class bound to ``settings.events_table``."""
 
-    class ByTime(GlobalSecondaryIndex[Any]):
+    # PynamoDB's Index.__init_subclass__ is untyped (dynamo.py has a mypy override).
+    class ByTime(GlobalSecondaryIndex[Any]):  # type: ignore[no-untyped-call]
         class Meta:
             index_name = "by_time"
             projection = AllProjection()
@@ -68,7 +70,7 @@ def build_event_model(settings: Settings) -> Any:
         bucket = UnicodeAttribute(hash_key=True)
         order = UnicodeAttribute(range_key=True)
 
-    class ByKind(GlobalSecondaryIndex[Any]):
+    class ByKind(GlobalSecondaryIndex[Any]):  # type: ignore[no-untyped-call]
         class Meta:
             index_name = "by_kind"
             projection = AllProjection()
@@ -76,7 +78,7 @@ def build_event_model(settings: Settings) -> Any:
         kind_bucket = UnicodeAttribute(hash_key=True)
         order = UnicodeAttribute(range_key=True)
 
-    class ByPlan(GlobalSecondaryIndex[Any]):
+    class ByPlan(GlobalSecondaryIndex[Any]):  # type: ignore[no-untyped-call]
         class Meta:
             index_name = "by_plan"
             projection = AllProjection()
@@ -200,7 +202,7 @@ class DynamoEventLog:
 
     def _merged(
         self, shards: Sequence[_Shard], after: str | None, condition: Any, limit: int
-    ) -> tuple[list[Any], str | None]:
+    ) -> tuple[builtins.list[Any], str | None]:
         """Up to ``limit`` items of ``shards``, newest first, below ``after``; and the key
         a next page resumes after (None when nothing can follow)."""
         first = min(limit, math.ceil(limit * OVERSAMPLE / len(shards)))
@@ -262,7 +264,7 @@ class DynamoEventLog:
                 one(shards[0])
             else:
                 with ThreadPoolExecutor(max_workers=min(QUERY_THREADS, len(shards))) as pool:
-                    list(pool.map(one, shards))
+                    builtins.list(pool.map(one, shards))
         except PynamoDBException as error:
             raise StorageError(f"could not read {model.Meta.table_name}: {error}") from error
 
