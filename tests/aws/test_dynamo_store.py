@@ -27,6 +27,7 @@ from chalicelib.adapters.dynamo import SHARDS, Backoff, DynamoStore, shard_of
 from chalicelib.domain.errors import InvalidCursor, OrphanExecutor, PlanExists, StorageError
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan
 from chalicelib.domain.ports import ExecutorQuery, PlanQuery
+from chalicelib.domain.safety import Halt
 from chalicelib.settings import Settings
 from tests.conftest import FixedClock
 
@@ -858,3 +859,131 @@ def test_botocore_makes_one_attempt_so_a_throttled_claim_waits_only_the_stores_b
         assert client.meta.config.retries["total_max_attempts"] == 1
     assert isinstance(store._connection, Connection)
     assert Backoff().delay(1) <= 0.05 and Backoff().max_delay <= 1.0
+
+
+# -- the control table: the halt and the minimum interval -----------------------------------
+
+
+def test_the_template_declares_the_control_table_the_store_creates(
+    store: DynamoStore, settings: Settings
+):
+    """A key-value table: hash key ``id`` only, no index, no TTL (nothing in it expires:
+    the halt and each group's last attack are kept until replaced)."""
+    from chalice.package import YAMLTemplateSerializer
+
+    path = Path(__file__).resolve().parents[2] / "infra" / "resources.yaml"
+    template = YAMLTemplateSerializer().load_template(path.read_text(), str(path))
+    declared = template["Resources"]["ControlTable"]["Properties"]
+    actual = raw_client().describe_table(TableName=settings.control_table)["Table"]
+    assert (
+        declared["KeySchema"] == actual["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    )
+    assert declared["AttributeDefinitions"] == actual["AttributeDefinitions"]
+    assert "GlobalSecondaryIndexes" not in declared
+    assert not actual.get("GlobalSecondaryIndexes")
+    assert "TimeToLiveSpecification" not in declared
+    ttl = raw_client().describe_time_to_live(TableName=settings.control_table)
+    assert ttl["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
+    assert actual["BillingModeSummary"]["BillingMode"] == declared["BillingMode"]
+
+
+def test_a_plan_without_safety_options_stores_no_safety_attribute(store: DynamoStore):
+    """Items written before plans had safety options read the same as new ones without."""
+    stored_plan(store, "p1", executors_of("p1", 1))
+    item = raw_client().get_item(TableName="test-plans", Key={"id": {"S": "p1"}})["Item"]
+    assert "safety" not in item
+    plan = store.get_plan("p1")
+    assert plan is not None and plan.safety is None
+
+
+def test_record_attack_is_one_conditional_update_item(store: DynamoStore, faults: Faults):
+    at = T0 + timedelta(microseconds=7)
+    faults.requests.clear()
+
+    assert store.record_attack("plan:p1", at, timedelta(minutes=5)) is None
+
+    ((operation, request),) = faults.requests
+    assert operation == "UpdateItem"
+    assert request["Key"] == {"id": {"S": "interval#plan:p1"}}
+    condition = request["ConditionExpression"]
+    names = {value: key for key, value in request["ExpressionAttributeNames"].items()}
+    assert f"attribute_not_exists ({names['id']})" in condition
+    assert f"{names['last_attack']} <= " in condition
+    threshold = next(
+        value["S"]
+        for value in request["ExpressionAttributeValues"].values()
+        if value["S"] != "2026-12-01T10:00:00.000007Z"
+    )
+    assert threshold == "2026-12-01T09:55:00.000007Z"  # at - min_interval, to the microsecond
+
+
+def test_a_refused_attack_is_not_retried_and_reads_the_last_attack_consistently(
+    store: DynamoStore, faults: Faults
+):
+    assert store.record_attack("plan:p1", T0, timedelta(minutes=5)) is None
+    faults.requests.clear()
+
+    assert store.record_attack("plan:p1", T0 + timedelta(minutes=1), timedelta(minutes=5)) == T0
+
+    assert [operation for operation, _ in faults.requests] == ["UpdateItem", "GetItem"]
+    assert faults.requests[1][1]["ConsistentRead"] is True
+
+
+def test_a_throttled_record_attack_is_retried(
+    store: DynamoStore, faults: Faults, fake_time: FakeTime
+):
+    faults.rules.append(
+        lambda operation, body, number: (
+            throttled() if operation == "UpdateItem" and number <= 2 else None
+        )
+    )
+
+    assert store.record_attack("plan:p1", T0, timedelta(minutes=5)) is None
+
+    assert faults.injected["UpdateItem"] == 2
+    assert fake_time.sleeps == [0.05, 0.1]
+    assert store.last_attack("plan:p1") == T0
+    # The retried write counted once: a second attack within the interval is refused.
+    assert store.record_attack("plan:p1", T0 + timedelta(minutes=1), timedelta(minutes=5)) == T0
+
+
+def test_a_conflicting_record_attack_is_retried(store: DynamoStore, faults: Faults):
+    """A single write to an item a transaction is writing fails with
+    TransactionConflictException; retried like the store's other writes."""
+    conflict = {
+        "Error": {"Code": "TransactionConflictException", "Message": "Transaction is ongoing"}
+    }
+    faults.rules.append(
+        lambda operation, body, number: (
+            conflict if operation == "UpdateItem" and number == 1 else None
+        )
+    )
+    assert store.record_attack("plan:p1", T0, timedelta(minutes=5)) is None
+    assert faults.injected["UpdateItem"] == 1
+    assert store.last_attack("plan:p1") == T0
+
+
+def test_throttled_halt_reads_and_writes_are_retried(store: DynamoStore, faults: Faults):
+    faults.rules.append(
+        lambda operation, body, number: (
+            throttled() if operation in ("GetItem", "PutItem") and number == 1 else None
+        )
+    )
+    halt = Halt(halted=True, reason="stop", since=T0, by="local")
+
+    assert store.set_halt(halt) == halt
+    assert store.get_halt() == halt
+
+    assert faults.injected["PutItem"] == 1
+    assert faults.injected["GetItem"] == 1
+
+
+def test_record_attack_gives_up_with_a_storage_error_when_throttling_lasts(
+    store: DynamoStore, faults: Faults
+):
+    faults.rules.append(
+        lambda operation, body, number: throttled() if operation == "UpdateItem" else None
+    )
+    with pytest.raises(StorageError, match="could not record an attack on 'plan:p1' after 10"):
+        store.record_attack("plan:p1", T0, timedelta(minutes=5))
+    assert store.last_attack("plan:p1") is None

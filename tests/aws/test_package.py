@@ -364,7 +364,13 @@ def test_the_api_may_only_touch_its_own_schedules_and_pass_only_the_scheduler_ro
     template: dict[str, Any],
 ):
     by_sid = {s["Sid"]: s for s in statements(template["Resources"]["ApiHandlerRole"])}
-    assert set(by_sid) == {"OwnLogs", "EngineTables", "OwnSchedules", "PassSchedulerRole"}
+    assert set(by_sid) == {
+        "OwnLogs",
+        "EngineTables",
+        "EngineControl",
+        "OwnSchedules",
+        "PassSchedulerRole",
+    }
     schedules = by_sid["OwnSchedules"]
     assert "${ScheduleGroup}/*" in schedules["Resource"]["Fn::Sub"]
     assert set(schedules["Action"]) == {

@@ -50,6 +50,7 @@ def test_a_plan_posted_to_the_dev_stage_is_scheduled_with_its_resources(
 
     engine = chalice_app.cme_engine  # built on the request, from the stage's variables
     assert engine.settings.executors_table == "chaos-monkey-engine-dev-executors"
+    assert engine.settings.control_table == "chaos-monkey-engine-dev-control"
     assert engine.runner.allowed_lateness == timedelta(minutes=10)
     (summary,) = scheduler.list_schedules(GroupName="chaos-monkey-engine-dev")["Schedules"]
     schedule = scheduler.get_schedule(Name=summary["Name"], GroupName="chaos-monkey-engine-dev")
@@ -79,6 +80,7 @@ def test_dev_and_prod_name_their_own_resources():
         assert environment["CME_SCHEDULE_GROUP"] == prefix
         assert environment["CME_PLANS_TABLE"] == f"{prefix}-plans"
         assert environment["CME_EXECUTORS_TABLE"] == f"{prefix}-executors"
+        assert environment["CME_CONTROL_TABLE"] == f"{prefix}-control"
         for name in ("CME_SCHEDULER_ROLE_ARN", "CME_ATTACK_FUNCTION_ARN", "CME_DEAD_LETTER_ARN"):
             assert prefix in environment[name]
     assert "CME_AUTH" not in stage_environment("local")
@@ -146,3 +148,40 @@ def test_only_the_stages_schedule_group_may_have_scheduler_assume_its_role(stage
     group = resources["ScheduleGroup"]["Properties"]["Name"]
     assert group == {"Fn::Sub": "chaos-monkey-engine-${Stage}"}
     assert stage_environment(stage)["CME_SCHEDULE_GROUP"] == f"chaos-monkey-engine-{stage}"
+
+
+# -- the tables: the stage's names, kept like data --------------------------------------------
+
+TABLES = {
+    "PlansTable": "CME_PLANS_TABLE",
+    "ExecutorsTable": "CME_EXECUTORS_TABLE",
+    "ControlTable": "CME_CONTROL_TABLE",
+}
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_every_table_is_named_for_the_stage_and_kept_like_data(stage: str):
+    """The control table holds the live halt: it is encrypted, recoverable and retained
+    when the stack goes, like the plans."""
+    resources = merged_template(stage)["Resources"]
+    environment = stage_environment(stage)
+    for logical, variable in TABLES.items():
+        table = resources[logical]
+        properties = table["Properties"]
+        name = properties["TableName"]["Fn::Sub"].replace("${Stage}", stage)
+        assert name == environment[variable], logical
+        assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain", logical
+        assert properties["BillingMode"] == "PAY_PER_REQUEST", logical
+        assert properties["SSESpecification"] == {"SSEEnabled": True}, logical
+        assert properties["PointInTimeRecoverySpecification"] == {
+            "PointInTimeRecoveryEnabled": True
+        }, logical
+
+
+@pytest.mark.parametrize("function", ["APIHandler", "Attack", "Reaper"])
+def test_the_packaged_functions_are_given_every_table(function: str):
+    variables = merged_template("dev")["Resources"][function]["Properties"]["Environment"][
+        "Variables"
+    ]
+    for logical, variable in TABLES.items():
+        assert variables[variable] == {"Ref": logical}

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from chalice.test import Client
 
 from chalicelib.bootstrap import Engine
+from chalicelib.domain.safety import Halt
+from tests.aws.conftest import ACCOUNT, REGION
 from tests.aws.test_reaper_lambda import ROOT, authorized_calls, dev_engine, granted
 from tests.conftest import FixedClock
 
@@ -116,3 +120,62 @@ def test_every_route_and_the_attack_lambda_are_granted_what_they_call_and_no_mor
         # Nothing granted on the tables that the function never calls.
         assert table_actions_granted(document) == {action for action, _ in needs}, name
     assert {action for action, _ in api_needs | delete_needs} == TABLE_ACTIONS
+
+
+# -- the control table (the halt, the minimum interval) -----------------------------------
+
+CONTROL = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/chaos-monkey-engine-dev-control"
+
+
+def actions_granted_on(document: dict[str, Any], resource: str) -> set[str]:
+    actions: set[str] = set()
+    for statement in document["Statement"]:
+        listed = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        patterns = (
+            statement["Resource"]
+            if isinstance(statement["Resource"], list)
+            else [statement["Resource"]]
+        )
+        if statement["Effect"] == "Allow" and any(
+            fnmatch.fnmatchcase(resource, pattern) for pattern in patterns
+        ):
+            actions.update(action for action in listed if action.startswith("dynamodb:"))
+    return actions
+
+
+def test_the_control_table_is_granted_exactly_the_calls_each_function_makes_on_it(
+    dev_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API reads and replaces the halt (GET and PUT /api/1/halt) and a preview reads a
+    group's last attack; the attack function reads the halt and records attacks (and reads
+    the last one when the interval refuses). The reaper touches none of it."""
+    store = dev_engine.store
+    at = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    with recorded(monkeypatch) as api_needs:
+        store.get_halt()
+        store.set_halt(Halt(halted=True, reason="grants", since=at, by="local"))
+        store.last_attack("plan:p1")
+    with recorded(monkeypatch) as attack_needs:
+        store.get_halt()
+        assert store.record_attack("plan:p1", at, timedelta(minutes=5)) is None
+        assert store.record_attack("plan:p1", at, timedelta(minutes=5)) == at
+        store.last_attack("plan:p1")
+
+    for name, needs in (("api", api_needs), ("attack", attack_needs)):
+        document = policy(name)
+        for action, resource in sorted(needs):
+            assert resource == CONTROL
+            assert granted(document, action, resource), f"{name}: {action} on {resource}"
+        assert actions_granted_on(document, CONTROL) == {action for action, _ in needs}, name
+    assert {action for action, _ in api_needs} == {"dynamodb:GetItem", "dynamodb:PutItem"}
+    assert {action for action, _ in attack_needs} == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+    assert actions_granted_on(policy("reaper"), CONTROL) == set()
+    # The other stage's control table is not granted.
+    other = CONTROL.replace("-dev-", "-prod-")
+    assert (
+        actions_granted_on(policy("api"), other)
+        == actions_granted_on(policy("attack"), other)
+        == set()
+    )
