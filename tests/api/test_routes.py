@@ -57,7 +57,12 @@ class TestCatalogues:
         assert answer.status == 200
         assert answer.headers["content-type"] == HAL
         refs = [planner["ref"] for planner in answer.body["planners"]]
-        assert refs == ["exact_planner:ExactPlanner", "simple_planner:SimplePlanner"]
+        assert refs == [
+            "exact_planner:ExactPlanner",
+            "frequency_planner:FrequencyPlanner",
+            "recurring_planner:RecurringPlanner",
+            "simple_planner:SimplePlanner",
+        ]
         assert answer.body["_links"]["self"]["href"] == "/api/1/planners/"
 
 

@@ -23,7 +23,12 @@ def test_builtin_plugins_load_without_errors() -> None:
     assert attacks.errors == []
     assert planners.errors == []
     assert "api_request:ApiRequest" in attacks.refs
-    assert planners.refs == ["exact_planner:ExactPlanner", "simple_planner:SimplePlanner"]
+    assert planners.refs == [
+        "exact_planner:ExactPlanner",
+        "frequency_planner:FrequencyPlanner",
+        "recurring_planner:RecurringPlanner",
+        "simple_planner:SimplePlanner",
+    ]
 
 
 def test_colon_and_dotted_refs_name_the_same_class() -> None:
