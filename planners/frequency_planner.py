@@ -69,9 +69,10 @@ class FrequencyPlanner(Planner):
     def plan(self, planner_config: dict[str, Any], attack_config: dict[str, Any]) -> None:
         now = self.clock.now()
         today = now.astimezone(self.timezone).date()
+        # The args as given first, so that a refusal speaks of what the caller sent.
+        Frequency.from_args(planner_config["args"]).check_ahead(today)
         args = completed_args(planner_config["args"], self._draw_seed, today)
         frequency = Frequency.from_args(args)
-        frequency.check_ahead(today)
         self.recurrence_args = args
         instants = frequency.occurrences_on(today, self.timezone, args["seed"])
         for index, moment in upcoming(instants, now + self.lead_time):
