@@ -120,6 +120,7 @@ def aws_settings() -> Settings:
     return Settings(
         plans_table="cme-test-plans",
         executors_table="cme-test-executors",
+        control_table="cme-test-control",
         schedule_group=GROUP,
         allowed_lateness=timedelta(minutes=2),
     )
