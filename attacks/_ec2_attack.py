@@ -1,4 +1,4 @@
-"""What the EC2 instance attacks share: argument schemas and the find-pick-act run.
+"""What the EC2 instance attacks share: argument schemas, finding instances, acting on them.
 
 A private module (its name starts with ``_``), so the plugin loader does not list it;
 attack modules import it as a module (``from . import _ec2_attack``), never its
@@ -7,9 +7,22 @@ classes, so its base class is not registered under their names.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from chaosmonkey.attacks import Attack, AttackFailed, AttackSkipped
+from chalicelib.plugins.contract import AttackContext
+from chalicelib.plugins.targeting import (
+    BLAST_RADIUS_PROPERTIES,
+    BLAST_RADIUS_RULES,
+    BlastRadius,
+    Outcome,
+    Strike,
+    TargetKind,
+)
+from chaosmonkey.attacks import Attack, AttackFailed
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.ec2 import EC2Instances, Instance
 
 NO_MATCH = "no instance matched"
 
@@ -58,36 +71,94 @@ def ec2_schema(**extra: dict[str, Any]) -> dict[str, Any]:
             "ref": {"type": "string"},
             "args": {
                 "type": "object",
-                "properties": {"filters": FILTERS_SCHEMA, "region": REGION_SCHEMA, **extra},
+                "properties": {
+                    "filters": FILTERS_SCHEMA,
+                    "region": REGION_SCHEMA,
+                    **BLAST_RADIUS_PROPERTIES,
+                    **extra,
+                },
                 "required": ["filters"],
                 "additionalProperties": False,
+                **BLAST_RADIUS_RULES,
             },
         },
         "required": ["ref", "args"],
     }
 
 
+def _label(instance: Instance) -> str:
+    return (
+        f"{instance.id} (name {instance.name}, private IP {instance.private_ip}, "
+        f"zone {instance.zone})"
+    )
+
+
+INSTANCES: TargetKind[Instance] = TargetKind(
+    noun="instance",
+    id_of=lambda instance: instance.id,
+    tags_of=lambda instance: instance.tags,
+    describe=lambda instance: instance.describe(),
+    label=_label,
+    single_key="instance",
+)
+
+
+class InstanceActuator:
+    """Terminates, stops or reboots each picked instance through Libcloud."""
+
+    def __init__(self, instances: EC2Instances, action: str, context: AttackContext) -> None:
+        self.instances = instances
+        self.action = action
+        self.context = context
+
+    def act(self, targets: Sequence[Instance], result: dict[str, Any]) -> list[Outcome]:
+        from chalicelib.adapters.ec2 import EC2Error
+
+        outcomes = []
+        for target in targets:
+            try:
+                getattr(self.instances, self.action)(target)
+            except EC2Error as error:
+                outcomes.append(Outcome(target.id, target.describe(), str(error)))
+                continue
+            outcomes.append(Outcome(target.id, target.describe()))
+            self.context.logger.info(
+                "%s %s",
+                self.action,
+                target.id,
+                extra={
+                    "executor_id": self.context.executor_id,
+                    "instance_id": target.id,
+                    "region": self.instances.region,
+                },
+            )
+        return outcomes
+
+
 class EC2InstanceAttack(Attack):
-    """Find running instances by ``filters``, pick one at random, apply ``action``.
+    """Find instances by ``filters``, pick as many as the blast radius allows, ``action`` them.
 
     ``instance-state-name=running`` is added when the filters name no state (the
-    stored config is not changed). No match ends the executor skipped; a dry run
-    reports the instance it would have hit and does nothing.
+    stored config is not changed). The engine's opt-in and exclude tags, the attack's
+    own exclusions (``why_excluded``) and the blast radius (``count``/``percent``,
+    ``max_targets``, ``min_remaining``) apply on the one path of
+    ``chalicelib.plugins.targeting``. No match ends the executor skipped; a dry run
+    reports the instances it would have hit and does nothing.
     """
 
     action: ClassVar[str] = ""
     supports_dry_run = True
 
-    def spare(self, candidates: list[Any]) -> tuple[list[Any], list[Any]]:
-        """Split candidates into (attackable, spared). Nothing is spared by default."""
-        return candidates, []
+    def why_excluded(self, instance: Instance) -> str | None:
+        """Why the attack's own arguments spare ``instance``; None (nothing) by default."""
+        return None
 
     @classmethod
     def warm_up(cls) -> None:
         import chalicelib.adapters.ec2  # noqa: F401
 
     def run(self) -> dict[str, Any]:
-        from chalicelib.adapters.ec2 import EC2Error, EC2Instances, pick, with_running_default
+        from chalicelib.adapters.ec2 import EC2Error, EC2Instances, with_running_default
 
         args = self.attack_config
         filters = with_running_default(args.get("filters") or {})
@@ -96,35 +167,31 @@ class EC2InstanceAttack(Attack):
             instances = EC2Instances(
                 args.get("region") or where.aws_region, endpoint=where.ec2_endpoint
             )
-            candidates, spared = self.spare(instances.find(filters))
         except EC2Error as error:
             raise AttackFailed(str(error), result={"filters": filters}) from None
+
+        def find(may_use_secrets: bool) -> list[Instance]:
+            # The engine's own credentials (its role), never a plan's secret: a dry run
+            # describes instances as a real run does.
+            try:
+                return instances.find(filters)
+            except EC2Error as error:
+                raise AttackFailed(str(error), result={"filters": filters}) from None
+
         result: dict[str, Any] = {
             "action": self.action,
             "region": instances.region,
             "filters": filters,
-            "matched": len(candidates) + len(spared),
         }
-        if spared:
-            result["spared"] = sorted(instance.id for instance in spared)
-        if not candidates:
-            raise AttackSkipped(NO_MATCH if not spared else f"{NO_MATCH} that is not excluded")
-        target = pick(candidates)
-        result["instance"] = target.describe()
-        fields = {
-            "executor_id": self.context.executor_id,
-            "instance_id": target.id,
-            "region": instances.region,
-        }
-        if self.context.dry_run:
-            raise AttackSkipped(
-                f"dry run: would {self.action} {target.id} (name {target.name}, "
-                f"private IP {target.private_ip}, zone {target.zone}); nothing was done",
-                result=result,
-            )
-        try:
-            getattr(instances, self.action)(target)
-        except EC2Error as error:
-            raise AttackFailed(str(error), result=result) from None
-        self.context.logger.info("%s %s", self.action, target.id, extra=fields)
-        return result
+        strike = Strike(
+            kind=INSTANCES,
+            action=self.action,
+            find=find,
+            actuator=lambda: InstanceActuator(instances, self.action, self.context),
+            radius=BlastRadius.from_args(args),
+            no_match=NO_MATCH,
+            result=result,
+            spare=self.why_excluded,
+            seed=args.get("seed"),
+        )
+        return strike.run(self.context)

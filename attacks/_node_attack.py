@@ -1,4 +1,4 @@
-"""What the Libcloud node attacks share: argument schemas and the find-pick-act run.
+"""What the Libcloud node attacks share: argument schemas, finding nodes, acting on them.
 
 A private module (not listed as a plugin); attack modules import it as a module so
 its base class is not registered under their names.
@@ -6,12 +6,24 @@ its base class is not registered under their names.
 
 from __future__ import annotations
 
-import random
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from chalicelib.adapters.secrets import SECRET_REFERENCE_SCHEMA
 from chalicelib.domain.redaction import SENSITIVE_NAME_PATTERN
+from chalicelib.plugins.contract import AttackContext
+from chalicelib.plugins.targeting import (
+    BLAST_RADIUS_PROPERTIES,
+    BLAST_RADIUS_RULES,
+    BlastRadius,
+    Outcome,
+    Strike,
+    TargetKind,
+)
 from chaosmonkey.attacks import Attack, AttackFailed, AttackSkipped
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.cloud_nodes import CloudNode, CloudNodes
 
 NO_MATCH = "no node matched"
 
@@ -90,9 +102,11 @@ def node_schema() -> dict[str, Any]:
                         "uniqueItems": True,
                         "description": "node states that may be attacked (running)",
                     },
+                    **BLAST_RADIUS_PROPERTIES,
                 },
                 "required": ["provider", "name_pattern"],
                 "additionalProperties": False,
+                **BLAST_RADIUS_RULES,
             },
         },
         "required": ["ref", "args"],
@@ -113,15 +127,58 @@ def node_example(ref: str) -> dict[str, Any]:
     }
 
 
+def node_kind(provider: str) -> TargetKind[CloudNode]:
+    """How the targeting path reads the nodes of ``provider``."""
+    return TargetKind(
+        noun="node",
+        id_of=lambda node: node.id,
+        tags_of=lambda node: node.tags,
+        describe=lambda node: node.describe(),
+        label=lambda node: f"{provider} node {node.name} ({node.id})",
+        single_key="node",
+    )
+
+
+class NodeActuator:
+    """Terminates, stops or reboots each picked node through its provider's driver."""
+
+    def __init__(self, nodes: CloudNodes, action: str, context: AttackContext) -> None:
+        self.nodes = nodes
+        self.action = action
+        self.context = context
+
+    def act(self, targets: Sequence[CloudNode], result: dict[str, Any]) -> list[Outcome]:
+        from chalicelib.adapters.cloud_nodes import NodeError
+
+        outcomes = []
+        for target in targets:
+            try:
+                self.nodes.act(self.action, target)
+            except NodeError as error:
+                outcomes.append(Outcome(target.id, target.describe(), str(error)))
+                continue
+            outcomes.append(Outcome(target.id, target.describe()))
+            self.context.logger.info(
+                "%s %s node %s",
+                self.action,
+                self.nodes.provider,
+                target.id,
+                extra={"executor_id": self.context.executor_id, "node_id": target.id},
+            )
+        return outcomes
+
+
 class NodeAttack(Attack):
-    """Find nodes of a Libcloud provider by name pattern and filters; ``action`` one of them.
+    """Find nodes of a Libcloud provider by name pattern and filters; ``action`` some of them.
 
     Secrets (``key``, ``secret``, secret-looking ``driver_args``) are references
     resolved at run time (environment, SSM, Secrets Manager) and never appear in the
     result or the logs, and only what the engine's secret policy allows resolves. A
-    driver that cannot do ``action`` fails the executor before anything is touched; no
-    match ends it skipped; a dry run names the node only, and a dry run whose arguments
-    hold secret references contacts nothing (listing nodes would need them).
+    driver that cannot do ``action`` fails the executor before anything is touched. The
+    engine's opt-in and exclude tags (read from the node's tags or labels) and the blast
+    radius apply on the one path of ``chalicelib.plugins.targeting``. No match ends the
+    executor skipped; a dry run names the nodes only, and a dry run whose arguments hold
+    secret references contacts nothing (listing nodes would need them).
     """
 
     action: ClassVar[str] = ""
@@ -140,54 +197,48 @@ class NodeAttack(Attack):
         args = self.attack_config
         provider = str(args["provider"])
         result: dict[str, Any] = {"action": self.action, "provider": provider}
-        if self.context.dry_run and any(find_references(args, "args")):
-            # Listing nodes needs the credentials; a dry run never resolves a secret nor
-            # sends one anywhere, so it stops before the provider.
-            raise AttackSkipped(
-                f"dry run: would {self.action} one {provider} node matching "
-                f"{args['name_pattern']!r}; its secrets were not resolved and the provider "
-                "was not contacted",
-                result=result,
-            )
-        region = args.get("secrets_region") or self.context.environment.aws_region
-        resolve = resolver(self.context, region)
-        try:
-            key = resolve(args["key"]) if "key" in args else None
-            secret = resolve(args["secret"]) if "secret" in args else None
-            options = {
-                name: resolve(value) if isinstance(value, dict) else value
-                for name, value in (args.get("driver_args") or {}).items()
-            }
-            driver = node_driver(
-                provider, key, secret, options, outbound=self.context.environment.outbound
-            )
-            nodes = CloudNodes(provider, driver)
-            if not nodes.supports(self.action):
-                raise NodeError(f"the {provider!r} driver cannot {self.action} nodes")
-            states = args.get("states") or ["running"]
-            candidates = nodes.find(args["name_pattern"], args.get("filters"), states)
-        except (SecretError, NodeError, OutboundRefused) as error:
-            raise AttackFailed(str(error), result=result) from None
-        result["matched"] = len(candidates)
-        if not candidates:
-            raise AttackSkipped(NO_MATCH)
-        target = random.SystemRandom().choice(candidates)
-        result["node"] = target.describe()
-        if self.context.dry_run:
-            raise AttackSkipped(
-                f"dry run: would {self.action} {provider} node {target.name} ({target.id}); "
-                "nothing was done",
-                result=result,
-            )
-        try:
-            nodes.act(self.action, target)
-        except NodeError as error:
-            raise AttackFailed(str(error), result=result) from None
-        self.context.logger.info(
-            "%s %s node %s",
-            self.action,
-            provider,
-            target.id,
-            extra={"executor_id": self.context.executor_id, "node_id": target.id},
+        found: list[CloudNodes] = []
+
+        def find(may_use_secrets: bool) -> list[CloudNode]:
+            if not may_use_secrets and any(find_references(args, "args")):
+                # Listing nodes needs the credentials; a dry run never resolves a secret
+                # nor sends one anywhere, so it stops before the provider.
+                raise AttackSkipped(
+                    f"dry run: would {self.action} {provider} nodes matching "
+                    f"{args['name_pattern']!r}; its secrets were not resolved and the "
+                    "provider was not contacted; nothing was done",
+                    result=result,
+                )
+            region = args.get("secrets_region") or self.context.environment.aws_region
+            resolve = resolver(self.context, region)
+            try:
+                key = resolve(args["key"]) if "key" in args else None
+                secret = resolve(args["secret"]) if "secret" in args else None
+                options = {
+                    name: resolve(value) if isinstance(value, dict) else value
+                    for name, value in (args.get("driver_args") or {}).items()
+                }
+                driver = node_driver(
+                    provider, key, secret, options, outbound=self.context.environment.outbound
+                )
+                nodes = CloudNodes(provider, driver)
+                if not nodes.supports(self.action):
+                    raise NodeError(f"the {provider!r} driver cannot {self.action} nodes")
+                states = args.get("states") or ["running"]
+                candidates = nodes.find(args["name_pattern"], args.get("filters"), states)
+            except (SecretError, NodeError, OutboundRefused) as error:
+                raise AttackFailed(str(error), result=result) from None
+            found.append(nodes)
+            return candidates
+
+        strike = Strike(
+            kind=node_kind(provider),
+            action=self.action,
+            find=find,
+            actuator=lambda: NodeActuator(found[0], self.action, self.context),
+            radius=BlastRadius.from_args(args),
+            no_match=NO_MATCH,
+            result=result,
+            seed=args.get("seed"),
         )
-        return result
+        return strike.run(self.context)

@@ -10,15 +10,24 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import random
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chalicelib.adapters.secrets import SECRET_REFERENCE_SCHEMA
 from chalicelib.plugins.contract import AttackContext, AttackEnvironment
+from chalicelib.plugins.targeting import (
+    BLAST_RADIUS_PROPERTIES,
+    BLAST_RADIUS_RULES,
+    BlastRadius,
+    Outcome,
+    Strike,
+    TargetKind,
+)
 from chaosmonkey.attacks import Attack, AttackFailed, AttackSkipped
 
 if TYPE_CHECKING:
@@ -87,7 +96,8 @@ TARGET_PROPERTIES: dict[str, Any] = {
     "address": {"type": "string", "enum": ["private", "public"]},
     "region": {"type": "string", "minLength": 1},
     "hosts": {"type": "array", "items": HOST_SCHEMA, "minItems": 1},
-    "count": {"oneOf": [{"type": "integer", "minimum": 1}, {"const": "all"}]},
+    # count: every listed host by default, one of a filter's matches ("all": every one).
+    **BLAST_RADIUS_PROPERTIES,
     "ssh": SSH_SCHEMA,
     "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_SECONDS},
     "remote_script": {"type": "string", "pattern": "^/[^\\x00]*[^/]$"},
@@ -105,6 +115,7 @@ def attack_schema(
         "required": ["ssh", *required],
         "oneOf": TARGET_CHOICE,
         "additionalProperties": False,
+        **BLAST_RADIUS_RULES,
     }
     args.update(extra or {})
     return {
@@ -137,23 +148,54 @@ def bundled_script(name: str) -> tuple[str, bytes]:
     return wanted, path.read_bytes()
 
 
-def _static_targets(hosts: list[Any], default_port: int) -> list[SshTarget]:
+@dataclass(frozen=True)
+class SshCandidate:
+    """A host an SSH attack may run on: where to connect, and what the guards read.
+
+    ``id``: the instance id of a host found by filters, the address (``host`` or
+    ``host:port``) of a listed one. ``tags``: the instance's tags; None for a host the
+    plan names by address, which has none to read (the plan itself chose it).
+    """
+
+    target: SshTarget
+    id: str
+    tags: Mapping[str, str] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"host": self.target.host, "port": self.target.port}
+        if self.target.name:
+            shown["name"] = self.target.name
+        return shown
+
+
+def host_kind(noun: str) -> TargetKind[SshCandidate]:
+    """How the targeting path reads SSH candidates: listed "host"s or found "instance"s."""
+    return TargetKind(
+        noun=noun,
+        id_of=lambda candidate: candidate.id,
+        tags_of=lambda candidate: candidate.tags,
+        describe=lambda candidate: candidate.describe(),
+        label=lambda candidate: candidate.target.label,
+    )
+
+
+def _static_targets(hosts: list[Any], default_port: int) -> list[SshCandidate]:
     from chalicelib.adapters.ssh import SshTarget
 
-    targets = []
+    found = []
     for host in hosts:
         if isinstance(host, str):
             address, port = _split_port(host, default_port)
-            targets.append(SshTarget(host=address, port=port))
+            target = SshTarget(host=address, port=port)
         else:
-            targets.append(
-                SshTarget(
-                    host=host["host"],
-                    port=int(host.get("port", default_port)),
-                    name=host.get("name", ""),
-                )
+            target = SshTarget(
+                host=host["host"],
+                port=int(host.get("port", default_port)),
+                name=host.get("name", ""),
             )
-    return targets
+        where = target.host if target.port == 22 else f"{target.host}:{target.port}"
+        found.append(SshCandidate(target, id=where))
+    return found
 
 
 def _split_port(host: str, default_port: int) -> tuple[str, int]:
@@ -170,8 +212,10 @@ def _split_port(host: str, default_port: int) -> tuple[str, int]:
 
 
 def _ec2_targets(
-    args: dict[str, Any], default_port: int, where: AttackEnvironment
-) -> tuple[list[SshTarget], list[str]]:
+    args: dict[str, Any], default_port: int, where: AttackEnvironment, result: dict[str, Any]
+) -> list[SshCandidate]:
+    """The instances the filters match that have the address asked for; those that lack
+    it are listed in ``result["instances_without_address"]``."""
     from chalicelib.adapters.ec2_targets import SimulatedInstances, find_hosts
     from chalicelib.adapters.ssh import SshTarget
 
@@ -185,54 +229,48 @@ def _ec2_targets(
             simulated=where.simulated_ec2,
         )
     except SimulatedInstances as refusal:
-        raise AttackSkipped(str(refusal)) from None
-    if not found:
-        raise AttackSkipped("no instance matched")
+        raise AttackSkipped(str(refusal), result=result) from None
     without = [host.instance_id for host in found if not host.address]
-    targets = [
-        SshTarget(host=host.address, port=default_port, name=host.instance_id)
+    if without:
+        result["instances_without_address"] = without
+    candidates = [
+        SshCandidate(
+            SshTarget(host=host.address, port=default_port, name=host.instance_id),
+            id=host.instance_id,
+            tags=host.tags,
+        )
         for host in found
         if host.address
     ]
-    if not targets:
-        raise AttackSkipped(f"no matching instance has a {address} address: {without}")
-    return targets, without
+    if found and not candidates:
+        raise AttackSkipped(f"no matching instance has a {address} address: {without}", result)
+    return candidates
 
 
-def choose_targets(
-    args: dict[str, Any], where: AttackEnvironment | None = None
-) -> tuple[list[SshTarget], list[str]]:
-    """The hosts to attack, and the matching instances left out for lack of an address.
+def blast_radius(args: dict[str, Any]) -> BlastRadius:
+    """The blast radius of an SSH attack: ``count`` is every listed host by default (the
+    2017 behaviour), one of the instances the filters match otherwise."""
+    return BlastRadius.from_args(args, default_count="all" if "hosts" in args else 1)
 
-    ``count`` picks that many at random; by default one instance of those the filters
-    match (the 2017 behaviour) or every listed host. ``where``: the engine's EC2 (the
-    attack's context), for hosts found by filters.
-    """
-    port = int(args["ssh"].get("port", 22))
-    if "hosts" in args:
-        without: list[str] = []
-        targets = _static_targets(args["hosts"], port)
-        count = args.get("count", "all")
-    else:
-        targets, without = _ec2_targets(args, port, where or AttackEnvironment())
-        count = args.get("count", 1)
-    if count != "all" and int(count) < len(targets):
-        targets = random.sample(targets, int(count))
-    return targets, without
+
+def most_hosts(args: dict[str, Any]) -> int | None:
+    """The most hosts one run can reach, when the arguments bound it; None when it
+    depends on how many instances match (a percent, or "all", of a filter's)."""
+    return blast_radius(args).bound(len(args["hosts"]) if "hosts" in args else None)
 
 
 def max_ssh_duration(args: dict[str, Any]) -> float:
     """The longest an SSH attack with these arguments may run: each round of at most
     MAX_PARALLEL_HOSTS hosts connects, runs the script to its timeout and reads the rest
-    of its output."""
+    of its output. An unbounded number of hosts runs in one round."""
     per_round = (
         float(args.get("ssh", {}).get("connect_timeout", 10))
         + float(args.get("timeout", 120))
         + OUTPUT_GRACE_SECONDS
     )
-    count = args.get("count", "all" if "hosts" in args else 1)
-    hosts = len(args.get("hosts", [])) if count == "all" else int(count)
-    return per_round * math.ceil(max(hosts, 1) / MAX_PARALLEL_HOSTS)
+    most = most_hosts(args)
+    rounds = 1 if most is None else math.ceil(max(most, 1) / MAX_PARALLEL_HOSTS)
+    return per_round * rounds
 
 
 def build_runner(
@@ -268,6 +306,68 @@ def build_runner(
     )
 
 
+class ScriptActuator:
+    """Runs one script on each picked host over SSH, MAX_PARALLEL_HOSTS at a time (every
+    host at once when the arguments do not bound how many there are)."""
+
+    def __init__(
+        self,
+        attack: Attack,
+        script_name: str,
+        script: bytes,
+        *,
+        env: dict[str, str] | None,
+        interpreter: str | None,
+        needs_root: bool,
+    ) -> None:
+        self.attack = attack
+        self.script_name = script_name
+        self.script = script
+        self.env = env
+        self.interpreter = interpreter
+        self.needs_root = needs_root
+
+    def act(self, targets: Sequence[SshCandidate], result: dict[str, Any]) -> list[Outcome]:
+        args = self.attack.attack_config
+        ssh = args["ssh"]
+        context = self.attack.context
+        runner = build_runner(ssh, args.get("region") or context.environment.aws_region, context)
+        run_id = (context.executor_id or uuid.uuid4().hex)[:8]
+        result["run_id"] = run_id
+        full_env = {"CME_RUN_ID": run_id, **(self.env or {})}
+        sudo = bool(ssh.get("sudo", self.needs_root and ssh["user"] != "root"))
+        timeout = float(args.get("timeout", 120))
+        script_name = self.script_name
+
+        def run_on(candidate: SshCandidate) -> ScriptOutcome:
+            # Unique per host by default: hosts may share a filesystem (NFS homes, labs).
+            # bandit B108: a path on the target host, unique per run, created 0700 there.
+            default_path = f"/tmp/cme-{run_id}-{uuid.uuid4().hex[:6]}-{script_name}"  # noqa: S108  # nosec B108
+            return runner.run_script(
+                candidate.target,
+                self.script,
+                args.get("remote_script") or default_path,
+                timeout=timeout,
+                env=full_env,
+                sudo=sudo,
+                interpreter=self.interpreter,
+            )
+
+        # An unbounded number of hosts runs in one round, however many match, so that
+        # the attack's longest run stays the one max_ssh_duration declared at plan time.
+        workers = len(targets) if most_hosts(args) is None else MAX_PARALLEL_HOSTS
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
+            outcomes = list(pool.map(run_on, targets))
+        return [
+            Outcome(
+                candidate.id,
+                outcome.as_result(),
+                None if outcome.is_success else _why(outcome),
+            )
+            for candidate, outcome in zip(targets, outcomes, strict=True)
+        ]
+
+
 def run_script_everywhere(
     attack: Attack,
     script_name: str,
@@ -278,64 +378,46 @@ def run_script_everywhere(
     summary: dict[str, Any] | None = None,
     needs_root: bool = False,
 ) -> dict[str, Any]:
-    """Run one script on every chosen target; the result lists each host's outcome.
+    """Run one script on the hosts the targeting path picks; the result lists each
+    host's outcome.
 
-    Dry run resolves the targets and stops there (``skipped``). With ``needs_root`` the
-    script runs through ``sudo -n`` unless the user is root or ``ssh.sudo`` says no. Any
-    host that did not exit 0 fails the attack, with every host's outcome (and output
-    tail) in the result.
+    Hosts are the listed ``hosts`` or the instances ``filters`` match (the engine's
+    opt-in and exclude tags apply to those), sized by the blast radius. A dry run
+    resolves the targets and stops there (``skipped``). With ``needs_root`` the script
+    runs through ``sudo -n`` unless the user is root or ``ssh.sudo`` says no. Any host
+    that did not exit 0 fails the attack, with every host's outcome (and output tail)
+    in the result.
     """
     args = attack.attack_config
-    ssh = args["ssh"]
+    port = int(args["ssh"].get("port", 22))
     where = attack.context.environment
-    targets, without_address = choose_targets(args, where)
-    labels = [target.label for target in targets]
-    if attack.context.dry_run:
-        raise AttackSkipped(
-            f"dry run: {script_name} was not run on {labels}",
-            result={"script": script_name, "targets": labels, "unaddressed": without_address},
-        )
-    runner = build_runner(ssh, args.get("region") or where.aws_region, attack.context)
-    run_id = (attack.context.executor_id or uuid.uuid4().hex)[:8]
-    full_env = {"CME_RUN_ID": run_id, **(env or {})}
-    sudo = bool(ssh.get("sudo", needs_root and ssh["user"] != "root"))
-    timeout = float(args.get("timeout", 120))
+    result: dict[str, Any] = {"script": script_name, **(summary or {})}
 
-    def run_on(target: SshTarget) -> ScriptOutcome:
-        # Unique per host by default: hosts may share a filesystem (NFS homes, test labs).
-        # bandit B108: a path on the target host, unique per run, created 0700 there.
-        default_path = f"/tmp/cme-{run_id}-{uuid.uuid4().hex[:6]}-{script_name}"  # noqa: S108  # nosec B108
-        return runner.run_script(
-            target,
-            script,
-            args.get("remote_script") or default_path,
-            timeout=timeout,
-            env=full_env,
-            sudo=sudo,
-            interpreter=interpreter,
+    def find(may_use_secrets: bool) -> list[SshCandidate]:
+        # Static hosts are the plan's own; filters use the engine's EC2 credentials.
+        if "hosts" in args:
+            return _static_targets(args["hosts"], port)
+        return _ec2_targets(args, port, where, result)
+
+    def failure(failed: list[Outcome], total: int) -> str:
+        return f"{script_name} failed on {len(failed)} of {total} host(s): " + "; ".join(
+            str(outcome.error) for outcome in failed
         )
 
-    # "all" of a filter's matches run in one round, however many they are, so that the
-    # attack's longest run stays the one max_ssh_duration declared at plan time.
-    workers = len(targets) if args.get("count") == "all" else min(MAX_PARALLEL_HOSTS, len(targets))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = list(pool.map(run_on, targets))
-    result: dict[str, Any] = {
-        "script": script_name,
-        "run_id": run_id,
-        **(summary or {}),
-        "targets": [outcome.as_result() for outcome in outcomes],
-    }
-    if without_address:
-        result["instances_without_address"] = without_address
-    failed = [outcome for outcome in outcomes if not outcome.is_success]
-    if failed:
-        raise AttackFailed(
-            f"{script_name} failed on {len(failed)} of {len(outcomes)} host(s): "
-            + "; ".join(_why(outcome) for outcome in failed),
-            result=result,
-        )
-    return result
+    strike = Strike(
+        kind=host_kind("host" if "hosts" in args else "instance"),
+        action=f"run {script_name} on",
+        find=find,
+        actuator=lambda: ScriptActuator(
+            attack, script_name, script, env=env, interpreter=interpreter, needs_root=needs_root
+        ),
+        radius=blast_radius(args),
+        no_match="no instance matched",
+        result=result,
+        seed=args.get("seed"),
+        failure=failure,
+    )
+    return strike.run(attack.context)
 
 
 def _why(outcome: ScriptOutcome) -> str:

@@ -1,4 +1,4 @@
-"""TerminateEC2InstanceNotExcluded: terminate a random instance no `excluded` filter spares."""
+"""TerminateEC2InstanceNotExcluded: terminate random instances no `excluded` filter spares."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from . import _ec2_attack
 
 
 class TerminateEC2InstanceNotExcluded(_ec2_attack.EC2InstanceAttack):
-    """Terminate a random running instance matching ``filters`` and none of ``excluded``.
+    """Terminate random running instances matching ``filters`` and none of ``excluded``.
 
     ``excluded`` uses the same ``name: value`` form as ``filters`` (``tag:Key``,
     ``availability-zone``, ``instance-type``...); an instance matching *any* of them is
@@ -28,10 +28,9 @@ class TerminateEC2InstanceNotExcluded(_ec2_attack.EC2InstanceAttack):
         },
     }
 
-    def spare(self, candidates: list[Any]) -> tuple[list[Any], list[Any]]:
+    def why_excluded(self, instance: Any) -> str | None:
         from chalicelib.adapters.ec2 import is_excluded
 
-        excluded = self.attack_config.get("excluded") or {}
-        attackable = [item for item in candidates if not is_excluded(item, excluded)]
-        spared = [item for item in candidates if is_excluded(item, excluded)]
-        return attackable, spared
+        if is_excluded(instance, self.attack_config.get("excluded") or {}):
+            return "matches the attack's excluded filters"
+        return None

@@ -1,4 +1,4 @@
-"""Nodes of any Libcloud compute provider: build its driver, find nodes, act on one.
+"""Nodes of any Libcloud compute provider: build its driver, find nodes, act on them.
 
 The driver is built from values the caller has already resolved (secrets come from
 ``chalicelib.adapters.secrets``); nothing here logs or returns them. Every request the
@@ -40,6 +40,7 @@ class CloudNode:
     public_ips: tuple[str, ...]
     private_ips: tuple[str, ...]
     node: Any = field(repr=False, compare=False)
+    tags: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,24 @@ class CloudNode:
             "public_ips": list(self.public_ips),
             "private_ips": list(self.private_ips),
         }
+
+
+# Where Libcloud drivers keep a node's tags: EC2 and Azure ``tags``, GCE ``labels``
+# (its ``tags`` are a list of network tags, not a mapping), OpenStack ``metadata``.
+TAG_FIELDS = ("tags", "labels", "metadata")
+
+
+def node_tags(node: Any) -> dict[str, str]:
+    """A Libcloud node's tags (key -> value); empty when its driver shows none.
+
+    Empty, not unknown: a node is a cloud resource that could carry the engine's opt-in
+    tag, so one whose tags cannot be read is treated as carrying none (fails closed)."""
+    extra = getattr(node, "extra", None) or {}
+    for name in TAG_FIELDS:
+        found = extra.get(name)
+        if isinstance(found, Mapping):
+            return {str(key): str(value) for key, value in found.items()}
+    return {}
 
 
 def _driver_errors() -> tuple[type[Exception], ...]:
@@ -178,6 +197,7 @@ class CloudNodes:
                         public_ips=tuple(str(ip) for ip in node.public_ips or ()),
                         private_ips=tuple(str(ip) for ip in node.private_ips or ()),
                         node=node,
+                        tags=node_tags(node),
                     )
                 )
         return found

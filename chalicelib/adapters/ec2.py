@@ -13,7 +13,6 @@ environment.
 from __future__ import annotations
 
 import fnmatch
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -274,8 +273,3 @@ def _driver_errors() -> tuple[type[Exception], ...]:
     from libcloud.common.types import LibcloudError
 
     return (LibcloudError, BaseHTTPError, OSError)
-
-
-def pick(instances: Sequence[Instance], chooser: random.Random | None = None) -> Instance:
-    """One instance at random (SystemRandom unless a test passes its own)."""
-    return (chooser or random.SystemRandom()).choice(list(instances))

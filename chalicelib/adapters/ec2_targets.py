@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Ec2Host:
-    """A running instance as an SSH target: its id, Name tag and chosen address."""
+    """A running instance as an SSH target: its id, Name tag, chosen address and tags
+    (which the engine's opt-in and exclude guards read)."""
 
     instance_id: str
     name: str
     address: str | None
     zone: str
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def with_running_state(filters: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +85,7 @@ def find_hosts(
                         name=tags.get("Name", ""),
                         address=chosen,
                         zone=instance.get("Placement", {}).get("AvailabilityZone", ""),
+                        tags=tags,
                     )
                 )
     return found

@@ -222,7 +222,7 @@ def serve(
     running: local_targets.RunningTargets | None = None
     handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
-        running = local_targets.start(targets, settings.aws_region)
+        running = local_targets.start(targets, settings.aws_region, settings.target_tags)
         if running.ec2_endpoint is not None:
             settings = dataclasses.replace(
                 settings, ec2_endpoint=running.ec2_endpoint, simulated_ec2=running.simulated_ec2

@@ -3,8 +3,9 @@
 By default local mode serves moto's EC2 on a free port of 127.0.0.1 and points the EC2
 attacks at it (the ``ec2_endpoint`` setting, on every attack's context), while
 ``mock_aws`` catches every other AWS call in the process, so nothing real can be hit by
-accident. ``--demo`` seeds a few tagged
-instances there. ``--real-aws-targets`` keeps storage and the scheduler local (moto's
+accident. ``--demo`` seeds a few tagged instances there: three web instances that carry
+the engine's opt-in tag, and a database instance that carries its exclude tag, which no
+attack may touch. ``--real-aws-targets`` keeps storage and the scheduler local (moto's
 DynamoDB, APScheduler) but lets the attacks' calls (EC2, SSM, Secrets Manager) reach
 real AWS with the credentials and region of the environment.
 
@@ -24,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.domain.safety import TargetTags
+
 if TYPE_CHECKING:
     from moto.core.config import DefaultConfig
 
@@ -38,11 +41,14 @@ REGION_VARIABLES = ("AWS_DEFAULT_REGION", "AWS_REGION")
 ATTACK_SERVICES = ("ec2", "ssm", "secretsmanager", "sts", "sso", "sso-oidc")
 
 DEMO_AMI = "ami-12c6146b"
+# Name, zone, tags, and whether attacks may hit it: the web instances carry the engine's
+# opt-in tag; the database carries its exclude tag (and no opt-in tag), so the engine
+# spares it whatever a plan's filters match.
 DEMO_INSTANCES = (
-    ("demo-web-1", "eu-west-1a", {"Chaos": "true"}),
-    ("demo-web-2", "eu-west-1b", {"Chaos": "true"}),
-    ("demo-web-3", "eu-west-1c", {"Chaos": "true"}),
-    ("demo-db-1", "eu-west-1a", {"Chaos": "false"}),
+    ("demo-web-1", "eu-west-1a", {"Chaos": "true"}, True),
+    ("demo-web-2", "eu-west-1b", {"Chaos": "true"}, True),
+    ("demo-web-3", "eu-west-1c", {"Chaos": "true"}, True),
+    ("demo-db-1", "eu-west-1a", {"Chaos": "false"}, False),
 )
 
 
@@ -59,7 +65,8 @@ def add_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--demo",
         action="store_true",
-        help="seed moto's EC2 with tagged demo instances (Chaos=true) to attack",
+        help="seed moto's EC2 with demo instances: three web ones that carry the opt-in tag "
+        "(chaos-monkey-engine=target), one db that carries the exclude tag",
     )
     command.add_argument(
         "--real-aws-targets",
@@ -134,8 +141,9 @@ class RunningTargets:
     stop: Callable[[], None]
 
 
-def start(targets: Targets, region: str) -> RunningTargets:
-    """Start what ``targets`` needs (moto's EC2 server, demo instances in ``region``)."""
+def start(targets: Targets, region: str, target_tags: TargetTags | None = None) -> RunningTargets:
+    """Start what ``targets`` needs (moto's EC2 server, demo instances in ``region``,
+    tagged with the engine's ``target_tags``)."""
     if targets.real_aws:
         print(
             f"WARNING: attacks target REAL AWS (region {region}) with the environment's "
@@ -148,20 +156,33 @@ def start(targets: Targets, region: str) -> RunningTargets:
     server.start()
     line = f"EC2 targets: moto at {server.endpoint} (nothing real can be attacked)"
     if targets.demo:
-        seeded = seed_demo(server.endpoint, region)
+        seeded = seed_demo(server.endpoint, region, target_tags or TargetTags())
         line += f"; demo instances: {', '.join(seeded)}"
     print(line, flush=True)
     # moto's instances have made-up addresses: SSH attacks must not connect to them.
     return RunningTargets(ec2_endpoint=server.endpoint, simulated_ec2=True, stop=server.stop)
 
 
-def seed_demo(endpoint: str, region: str) -> list[str]:
-    """Launch the demo instances (tagged ``Chaos``, named ``demo-*``); their ids."""
+def demo_tags(attackable: bool, target_tags: TargetTags) -> dict[str, str]:
+    """The engine's tag a demo instance carries: the opt-in tag on one attacks may hit,
+    the exclude tag on one they may not (a tag that takes any value gets "true")."""
+    tag = target_tags.opt_in if attackable else target_tags.exclude
+    if tag is None:
+        return {}
+    key, value = tag
+    return {key: "true" if value is None else value}
+
+
+def seed_demo(endpoint: str, region: str, target_tags: TargetTags | None = None) -> list[str]:
+    """Launch the demo instances (tagged ``Chaos`` and with the engine's opt-in or
+    exclude tag, named ``demo-*``); their ids."""
     import boto3
 
     client = boto3.client("ec2", endpoint_url=endpoint, region_name=region)
+    engine_tags = target_tags or TargetTags()
     launched: list[str] = []
-    for name, zone, tags in DEMO_INSTANCES:
+    for name, zone, own_tags, attackable in DEMO_INSTANCES:
+        tags = {**own_tags, **demo_tags(attackable, engine_tags)}
         answer = client.run_instances(
             ImageId=DEMO_AMI,
             MinCount=1,

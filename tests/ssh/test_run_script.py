@@ -57,7 +57,13 @@ def test_the_2017_form_runs_a_bundled_script_on_an_ec2_instance_chosen_by_tag(
             SubnetId=subnet,
             PrivateIpAddress=host.address,
             TagSpecifications=[
-                {"ResourceType": "instance", "Tags": [{"Key": "Chaos", "Value": chaos}]}
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": "Chaos", "Value": chaos},
+                        {"Key": "chaos-monkey-engine", "Value": "target"},  # the opt-in tag
+                    ],
+                }
             ],
         )["Instances"][0]
         ids[host.name] = instance["InstanceId"]

@@ -23,7 +23,15 @@ def test_filters_in_simulated_ec2_are_refused_before_any_connection(aws: None) -
         ImageId=image,
         MinCount=1,
         MaxCount=1,
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Chaos", "Value": "1"}]}],
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": [
+                    {"Key": "Chaos", "Value": "1"},
+                    {"Key": "chaos-monkey-engine", "Value": "target"},  # the opt-in tag
+                ],
+            }
+        ],
     )
     attacks = load_plugins("attacks", Attack, [builtin_folder("attacks")])
     attack = attacks.resolve("run_script:RunScript")(

@@ -27,6 +27,9 @@ from chalicelib.settings import Settings
 
 REGION = "eu-west-1"
 AMI = "ami-12c6146b"
+# The engine's default opt-in and exclude tags (CME_OPT_IN_TAG, CME_EXCLUDE_TAG).
+OPT_IN = {"chaos-monkey-engine": "target"}
+EXCLUDE = {"chaos-monkey-engine-exclude": "true"}
 EMPTY_REBOOT = re.compile(
     r"(<RebootInstancesResponse[^>]*>(?:(?!<return>).)*?)(</RebootInstancesResponse>)"
 )
@@ -66,7 +69,10 @@ def tolerant_libcloud(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @dataclass
 class Fleet:
-    """moto's EC2 as a test sees it: seed instances, read their state."""
+    """moto's EC2 as a test sees it: seed instances, read their state.
+
+    Instances carry the engine's opt-in tag (``OPT_IN``) unless launched with
+    ``opt_in=False``: attacks may hit no other."""
 
     endpoint: str
 
@@ -75,11 +81,17 @@ class Fleet:
         return boto3.client("ec2", endpoint_url=self.endpoint, region_name=REGION)
 
     def launch(
-        self, count: int = 1, tags: dict[str, str] | None = None, zone: str | None = None
+        self,
+        count: int = 1,
+        tags: dict[str, str] | None = None,
+        zone: str | None = None,
+        *,
+        opt_in: bool = True,
     ) -> list[str]:
         options: dict[str, Any] = {}
         if zone:
             options["Placement"] = {"AvailabilityZone": zone}
+        tags = {**(OPT_IN if opt_in else {}), **(tags or {})}
         if tags:
             options["TagSpecifications"] = [
                 {

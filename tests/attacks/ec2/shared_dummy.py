@@ -1,7 +1,8 @@
 """A Libcloud Dummy driver whose nodes outlive the driver, so tests can see effects.
 
 Registered with Libcloud under ``cme_shared_dummy`` by the ``shared_dummy`` fixture; it
-adds what the Dummy driver lacks: ``stop_node`` and provider filters (``ex_filters``).
+adds what the Dummy driver lacks: ``stop_node``, provider filters (``ex_filters``) and
+tags (in ``extra["tags"]``, where Libcloud's EC2 and Azure drivers keep them).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from libcloud.compute.drivers.dummy import DummyNodeDriver
 from libcloud.compute.types import NodeState
 
 PROVIDER = "cme_shared_dummy"
+# The engine's default opt-in tag: every node carries it unless a test says otherwise.
+OPT_IN = {"chaos-monkey-engine": "target"}
 
 
 class SharedDummyNodeDriver(DummyNodeDriver):
@@ -25,7 +28,12 @@ class SharedDummyNodeDriver(DummyNodeDriver):
         self.nl = type(self).nodes
 
     @classmethod
-    def reset(cls, names_and_zones: list[tuple[str, str]]) -> None:
+    def reset(
+        cls,
+        names_and_zones: list[tuple[str, str]],
+        tags: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Nodes named and zoned so; ``tags`` by name (the opt-in tag for the others)."""
         cls.built_with.clear()
         cls.nodes[:] = [
             Node(
@@ -35,7 +43,7 @@ class SharedDummyNodeDriver(DummyNodeDriver):
                 public_ips=[f"192.0.2.{number}"],
                 private_ips=[f"10.0.0.{number}"],
                 driver=None,
-                extra={"zone": zone},
+                extra={"zone": zone, "tags": (tags or {}).get(name, OPT_IN)},
             )
             for number, (name, zone) in enumerate(names_and_zones, start=1)
         ]

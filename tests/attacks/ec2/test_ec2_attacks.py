@@ -294,7 +294,10 @@ def test_excluded_instances_are_never_terminated(
         run(attacks, fleet, ref, args)
 
     assert result["instance"]["id"] == exposed
-    assert result["spared"] == sorted(protected)
+    assert result["selection"]["spared"] == [
+        {"id": instance, "why": "matches the attack's excluded filters"}
+        for instance in sorted(protected)
+    ]
     states = fleet.states()
     assert states[exposed] != "running"
     assert {states[i] for i in protected} == {"running"}
@@ -327,7 +330,7 @@ def test_any_excluded_filter_spares_an_instance(
     result = run(attacks, fleet, NOT_EXCLUDED, args)
 
     assert result["instance"]["id"] == exposed
-    assert sorted(result["spared"]) == sorted([in_a, kept])
+    assert [item["id"] for item in result["selection"]["spared"]] == sorted([in_a, kept])
 
 
 def test_the_2017_region_as_zone_exclusion_spares_the_whole_region(

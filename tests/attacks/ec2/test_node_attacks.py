@@ -12,7 +12,13 @@ import pytest
 from libcloud.compute.providers import DRIVERS, set_driver
 
 from chalicelib.domain.errors import InvalidPayload
-from chalicelib.plugins.contract import Attack, AttackFailed, AttackSkipped
+from chalicelib.domain.safety import TargetTags
+from chalicelib.plugins.contract import (
+    Attack,
+    AttackEnvironment,
+    AttackFailed,
+    AttackSkipped,
+)
 from chalicelib.plugins.registry import PluginSet, load_plugins
 from chalicelib.plugins.validation import validate
 from chalicelib.settings import builtin_folder
@@ -42,11 +48,24 @@ def shared_dummy_driver() -> Iterator[type[SharedDummyNodeDriver]]:
         DRIVERS.pop(shared_dummy.PROVIDER, None)  # type: ignore[call-overload]
 
 
-def run(attacks: PluginSet[Attack], ref: str, args: dict[str, Any], dry_run: bool = False) -> Any:
+def run(
+    attacks: PluginSet[Attack],
+    ref: str,
+    args: dict[str, Any],
+    dry_run: bool = False,
+    target_tags: TargetTags | None = None,
+) -> Any:
     validate({"ref": ref, "args": args}, attacks.resolve(ref).schema, "attack")
     attack = attacks.resolve(ref)(args)
     attack.context.dry_run = dry_run
+    if target_tags is not None:
+        attack.context.environment = AttackEnvironment(target_tags=target_tags)
     return attack.run()
+
+
+# Libcloud's own Dummy driver builds its nodes itself, without tags, so they cannot carry
+# the opt-in tag: the tests of that driver turn the opt-in rule off (the exclude tag stays).
+NO_OPT_IN = TargetTags(opt_in=None)
 
 
 def shared(**args: Any) -> dict[str, Any]:
@@ -120,7 +139,7 @@ def test_terminate_node_on_the_dummy_provider(
         "key": {"env": "CME_SECRET_DUMMY_NODES"},
         "name_pattern": "dummy-[12]",
     }
-    result = run(attacks, TERMINATE, args)
+    result = run(attacks, TERMINATE, args, target_tags=NO_OPT_IN)
 
     assert result["provider"] == "dummy"
     assert result["matched"] == 2
@@ -137,6 +156,7 @@ def test_reboot_node_on_the_dummy_provider(
         attacks,
         REBOOT,
         {"provider": "dummy", "key": {"env": "CME_SECRET_DUMMY_NODES"}, "name_pattern": "dummy-0"},
+        target_tags=NO_OPT_IN,
     )
 
     assert (result["action"], result["node"]["name"]) == ("reboot", "dummy-0")
