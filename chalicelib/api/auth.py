@@ -58,6 +58,25 @@ def _unauthorized() -> Response:
     return response
 
 
+def principal(request: Request, mode: str, deployed: bool) -> str:
+    """Who sent ``request``, as API Gateway authenticated it: the IAM principal with
+    ``CME_AUTH=iam`` (``identity.userArn``, else ``identity.caller``), the API key id with
+    ``api_key``; "local" in local mode (its bearer token has no name to give).
+
+    Recorded with the halt; never trusted from a header the caller writes.
+    """
+    context = request.context if isinstance(request.context, dict) else {}
+    identity = context.get("identity")
+    identity = identity if isinstance(identity, dict) else {}
+    if mode == "iam":
+        return str(identity.get("userArn") or identity.get("caller") or "iam:unknown principal")
+    if mode == "api_key":
+        # The key's id, never ``identity.apiKey`` (the key itself, a secret).
+        key_id = identity.get("apiKeyId")
+        return f"api key {key_id}" if key_id else "api key (unknown id)"
+    return "anonymous" if deployed else "local"
+
+
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     if host.strip().lower() == "localhost":

@@ -9,7 +9,9 @@ from urllib.parse import urlencode
 from chalicelib.domain.model import Executor, Plan
 from chalicelib.domain.ports import Page
 from chalicelib.domain.redaction import redact
+from chalicelib.domain.safety import Halt
 from chalicelib.domain.times import to_api
+from chalicelib.services.plans import PlanPreview
 
 BASE = "/api/1"
 HAL_JSON = "application/hal+json"
@@ -17,6 +19,10 @@ HAL_JSON = "application/hal+json"
 
 def link(href: str) -> dict[str, str]:
     return {"href": href}
+
+
+HALT_HREF = f"{BASE}/halt"
+PREVIEW_HREF = f"{BASE}/plans/preview"
 
 
 def plan_href(plan_id: str) -> str:
@@ -82,6 +88,8 @@ def plan_document(
         "dry_run": plan.dry_run,
         "planner": redact(plan.planner),
         "attack": redact(plan.attack),
+        # Stop conditions and the minimum interval; null when the plan gave none.
+        "safety": redact(plan.safety),
         "_links": links,
     }
     if executors is not None:
@@ -90,4 +98,31 @@ def plan_document(
         }
         if executors.cursor is not None:
             links["next_executors"] = link(plan_executors_href(plan.id, executors.cursor))
+    return document
+
+
+def halt_document(halt: Halt, zone: tzinfo) -> dict[str, Any]:
+    """The live halt: on or off, why, since when and set by whom."""
+    return {
+        "halted": halt.halted,
+        "reason": halt.reason,
+        "since": to_api(halt.since, zone),
+        "by": halt.by,
+        "_links": {"self": link(HALT_HREF)},
+    }
+
+
+def preview_document(preview: PlanPreview, zone: tzinfo) -> dict[str, Any]:
+    """What creating a plan would do now: executors, targets, guards' verdicts."""
+    document: dict[str, Any] = {
+        "executors": [
+            {"name": executor.name, "next_run_time": to_api(executor.next_run_time, zone)}
+            for executor in preview.draft.executors
+        ],
+        "targets": preview.targets,
+        "guards": [verdict.as_dict() for verdict in preview.verdicts],
+        "_links": {"self": link(PREVIEW_HREF)},
+    }
+    if preview.targets_note is not None:
+        document["targets_note"] = preview.targets_note
     return document

@@ -8,15 +8,18 @@ from urllib.parse import urlencode
 
 from chalice.app import Blueprint, Response
 
+from chalicelib.api.auth import principal
 from chalicelib.api.context import engine_of
 from chalicelib.api.errors import json_errors, message
 from chalicelib.api.hal import (
     BASE,
     HAL_JSON,
     executor_document,
+    halt_document,
     link,
     plan_document,
     plan_href,
+    preview_document,
 )
 from chalicelib.bootstrap import Engine
 from chalicelib.domain.errors import InvalidPayload, InvalidRequest, PayloadTooLarge
@@ -24,6 +27,7 @@ from chalicelib.domain.model import ExecutorStatus
 from chalicelib.domain.ports import MAX_PAGE_SIZE, ExecutorQuery, PlanQuery
 from chalicelib.domain.times import Deadline, parse_datetime
 from chalicelib.services.limits import MAX_DEPTH, check_json
+from chalicelib.services.safety import read_halt_request
 from chalicelib.settings import is_true
 
 api = Blueprint(__name__)
@@ -148,6 +152,17 @@ def add_plan() -> Response:
     )
 
 
+@api.route("/plans/preview", methods=["POST"], content_types=BODY_TYPES)
+@json_errors
+def preview_plan() -> Response:
+    """What ``POST /plans`` would do with this body now; nothing is stored or scheduled."""
+    current = engine()
+    preview = current.plans.preview(
+        json_body(), current.guards, current.settings.attack_environment
+    )
+    return hal(preview_document(preview, current.settings.timezone))
+
+
 def plan_query() -> PlanQuery:
     status = query_param("status")
     if status is not None:
@@ -251,6 +266,24 @@ def reschedule_executor(executor_id: str) -> Response:
 def delete_executor(executor_id: str) -> Response:
     engine().executors.delete(executor_id)
     return message(f"Executor {executor_id} successfully deleted")
+
+
+@api.route("/halt", methods=["GET"])
+@json_errors
+def get_halt() -> Response:
+    current = engine()
+    return hal(halt_document(current.halt.get(), current.settings.timezone))
+
+
+@api.route("/halt", methods=["PUT"], content_types=BODY_TYPES)
+@json_errors
+def set_halt() -> Response:
+    """Halt every attack from the next executor that comes due on, or lift the halt."""
+    current = engine()
+    request = read_halt_request(json_body())
+    settings = current.settings
+    by = principal(api.current_request, settings.auth, deployed=settings.on_lambda)
+    return hal(halt_document(current.halt.set(request, by), settings.timezone))
 
 
 @api.route("/openapi.json", methods=["GET"])

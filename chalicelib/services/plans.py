@@ -16,16 +16,19 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta, tzinfo
-from typing import Any
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, Protocol
 
 from chalicelib.domain.errors import (
+    MAX_DETAIL,
     EngineError,
+    InvalidPayload,
     InvalidRequest,
     PlanExists,
     PlanningError,
     PlanNotFound,
     SchedulingError,
+    clip,
 )
 from chalicelib.domain.model import Executor, Plan, ProposedExecutor
 from chalicelib.domain.ports import (
@@ -37,10 +40,18 @@ from chalicelib.domain.ports import (
     Scheduler,
     Store,
 )
+from chalicelib.domain.redaction import redact, redact_text
+from chalicelib.domain.safety import SAFETY_SCHEMA, Verdict
 from chalicelib.domain.times import Deadline, ceil_to_second
-from chalicelib.plugins.contract import Attack, Planner
+from chalicelib.plugins.contract import (
+    Attack,
+    AttackContext,
+    AttackEnvironment,
+    AttackSkipped,
+    Planner,
+)
 from chalicelib.plugins.registry import PluginSet
-from chalicelib.plugins.secret_policy import ArgumentPolicy
+from chalicelib.plugins.secret_policy import ArgumentPolicy, SecretVault
 from chalicelib.plugins.validation import validate, validate_planner
 from chalicelib.services.limits import check_plan_size, check_proposals
 from chalicelib.services.paging import plan_executor_ids
@@ -94,6 +105,80 @@ class PlanView:
     executors: Page[Executor]
 
 
+@dataclass(frozen=True)
+class PlanDraft:
+    """A plan body validated and planned, not stored: its plan (uncommitted), the
+    executors the planner proposed, and its attack's class."""
+
+    plan: Plan
+    executors: list[Executor]
+    attack_class: type[Attack]
+
+
+class GuardPreview(Protocol):
+    """The safety guards, asked what they would say, recording nothing."""
+
+    def preview(self, plan: Plan, at: datetime) -> list[Verdict]: ...
+
+
+@dataclass(frozen=True)
+class PlanPreview:
+    """What creating a plan body would do now: its draft, the targets its attack's dry
+    run found (None, with ``targets_note`` saying why, when it could not tell) and every
+    guard's verdict."""
+
+    draft: PlanDraft
+    targets: list[Any] | None
+    targets_note: str | None
+    verdicts: list[Verdict]
+
+
+def dry_run_targets(
+    plan: Plan, attack_class: type[Attack], environment: AttackEnvironment, clock: Clock
+) -> tuple[list[Any] | None, str | None]:
+    """The targets a dry run of ``plan``'s attack names, and a note when there are none.
+
+    Only an attack that supports dry run is called, and only in dry run: it finds its
+    targets and touches nothing, and it resolves no secret (the dry-run rule of the
+    attack contract). Its drivers are imported here, on a preview, never at the API's
+    cold start. An attack that fails to find its targets gives None and the error,
+    clipped and with secrets masked.
+    """
+    ref = attack_class.ref or plan.attack.get("ref")
+    if not attack_class.supports_dry_run:
+        return None, (
+            f"{ref} does not support dry run, so its targets cannot be listed without running it"
+        )
+    attack = attack_class(plan.attack.get("args") or {})
+    vault = SecretVault()
+    attack.context = AttackContext(
+        plan_id=plan.id,
+        dry_run=True,
+        logger=logging.getLogger(f"attacks.{ref}"),
+        clock=clock,
+        environment=environment,
+        secrets=vault,
+    )
+    reason: str | None = None
+    try:
+        with attack.context.active():
+            outcome = attack.run()
+    except AttackSkipped as skipped:
+        outcome, reason = skipped.result, skipped.reason
+    except Exception as error:  # the attack's failure is the preview's answer, not a 500
+        text = str(error) or type(error).__name__
+        if type(error).__name__ not in text:
+            text = f"{type(error).__name__}: {text}"
+        shown = clip(redact_text(vault.scrub(text)), MAX_DETAIL)
+        return None, f"finding the targets failed: {shown}"
+    targets = outcome.get("targets") if isinstance(outcome, dict) else None
+    if not isinstance(targets, list):
+        why = f": {redact_text(vault.scrub(reason))}" if reason else ""
+        return None, f"the dry run of {ref} named no targets{why}"
+    note = clip(redact_text(vault.scrub(reason)), MAX_DETAIL) if reason and not targets else None
+    return redact(vault.scrub(targets)), note
+
+
 @dataclass
 class PlanService:
     store: Store
@@ -136,36 +221,8 @@ class PlanService:
             if existing is not None:
                 return self._replay(existing, digest)
 
-        validate(payload, PLAN_SCHEMA, "plan")
-        planner_class = self.planners.resolve(payload["planner"]["ref"])
-        attack_class = self.attacks.resolve(payload["attack"]["ref"])
-        attack_config = {"args": {}, **payload["attack"]}
-        validate_planner(payload["planner"], planner_class.schema)
-        self._check_attack(attack_class, attack_config)
-        check_plan_size(payload["planner"], attack_config)
-
-        proposals = self._propose(planner_class, payload["name"], payload["planner"], attack_config)
-        plan = Plan(
-            id=plan_id or uuid.uuid4().hex,
-            name=payload["name"],
-            created=self.clock.now(),
-            planner=payload["planner"],
-            attack=attack_config,
-            dry_run=bool(payload.get("dry_run", False)),
-            committed=False,
-            fingerprint=digest,
-        )
-        executors = [
-            Executor(
-                id=uuid.uuid4().hex,
-                plan_id=plan.id,
-                name=proposal.name,
-                next_run_time=ceil_to_second(proposal.run_at),
-                attack=proposal.attack,
-                dry_run=plan.dry_run,
-            )
-            for proposal in proposals
-        ]
+        draft = self.draft(payload, plan_id, digest)
+        plan, executors = draft.plan, draft.executors
         try:
             self.store.add_plan(plan, executors)
         except PlanExists:
@@ -192,9 +249,89 @@ class PlanService:
         plan.committed = True
         log.info(
             "plan created",
-            extra={"plan_id": plan.id, "executors": len(executors), "attack": attack_class.ref},
+            extra={
+                "plan_id": plan.id,
+                "executors": len(executors),
+                "attack": draft.attack_class.ref,
+            },
         )
         return plan
+
+    def draft(
+        self, payload: Any, plan_id: str | None = None, digest: str | None = None
+    ) -> PlanDraft:
+        """Validate and plan a plan body, storing and scheduling nothing.
+
+        What ``create`` stores and ``preview`` shows: the same checks, so a body that
+        previews is a body that can be created (until time or the store moves on).
+        """
+        validate(payload, PLAN_SCHEMA, "plan")
+        planner_class = self.planners.resolve(payload["planner"]["ref"])
+        attack_class = self.attacks.resolve(payload["attack"]["ref"])
+        attack_config = {"args": {}, **payload["attack"]}
+        validate_planner(payload["planner"], planner_class.schema)
+        self._check_attack(attack_class, attack_config)
+        safety = self._check_safety(payload.get("safety"))
+        check_plan_size(payload["planner"], attack_config)
+
+        proposals = self._propose(planner_class, payload["name"], payload["planner"], attack_config)
+        plan = Plan(
+            id=plan_id or uuid.uuid4().hex,
+            name=payload["name"],
+            created=self.clock.now(),
+            planner=payload["planner"],
+            attack=attack_config,
+            dry_run=bool(payload.get("dry_run", False)),
+            committed=False,
+            fingerprint=digest,
+            safety=safety,
+        )
+        executors = [
+            Executor(
+                id=uuid.uuid4().hex,
+                plan_id=plan.id,
+                name=proposal.name,
+                next_run_time=ceil_to_second(proposal.run_at),
+                attack=proposal.attack,
+                dry_run=plan.dry_run,
+            )
+            for proposal in proposals
+        ]
+        return PlanDraft(plan, executors, attack_class)
+
+    def preview(
+        self, payload: Any, guards: GuardPreview, environment: AttackEnvironment
+    ) -> PlanPreview:
+        """What creating ``payload`` would do now, doing none of it: the executors the
+        planner would create, the targets a dry run of the attack finds, and each
+        guard's verdict. Nothing is stored or scheduled; the attack only looks (its dry
+        run), and ``guards`` only read.
+        """
+        draft = self.draft(payload)
+        now = self.clock.now()
+        targets, note = dry_run_targets(draft.plan, draft.attack_class, environment, self.clock)
+        verdicts = guards.preview(draft.plan, now)
+        log.info(
+            "plan previewed",
+            extra={"executors": len(draft.executors), "attack": draft.attack_class.ref},
+        )
+        return PlanPreview(draft, targets, note, verdicts)
+
+    def _check_safety(self, safety: Any) -> dict[str, Any] | None:
+        """A plan's ``safety`` object as it may be stored: its schema, and health-check
+        URLs the outbound policy allows (no link-local or instance-metadata address, as
+        for an attack's own URLs). None when the body has none."""
+        if safety is None:
+            return None
+        validate(safety, SAFETY_SCHEMA, "safety")
+        checks = (safety.get("stop_conditions") or {}).get("health_checks") or ()
+        for index, check in enumerate(checks):
+            refusal = self.argument_policy.outbound.literal_refusal(check["url"])
+            if refusal is not None:
+                raise InvalidPayload(
+                    f"safety.stop_conditions.health_checks.{index}.url: not allowed: {refusal}"
+                )
+        return dict(safety)
 
     def _replay(self, existing: Plan, digest: str | None) -> Plan:
         if existing.fingerprint != digest:

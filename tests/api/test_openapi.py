@@ -233,6 +233,28 @@ def test_real_answers_match_the_document(
     assert call("delete", f"/api/1/plans/{plan_id}").status == 200
     assert call("delete", f"/api/1/plans/{plan_id}").status == 404
 
+    assert call("get", "/api/1/halt").status == 200
+    halt = {"halted": True, "reason": "conformance"}
+    assert call("put", "/api/1/halt/", halt).status == 200
+    assert call("put", "/api/1/halt", {"halted": "yes"}).status == 400
+    assert call("put", "/api/1/halt", {"halted": False}).status == 200
+
+    safe = {
+        **plan("2027-06-01T12:00:00+02:00", "safe"),
+        "safety": {"min_interval": {"seconds": 60}},
+    }
+    previewed = call("post", "/api/1/plans/preview", safe)
+    assert previewed.status == 200
+    assert previewed.body["targets"] is None  # scripted:Scripted has no dry run
+    leashed = {
+        **plan("2027-06-01T12:00:00+02:00"),
+        "attack": {"ref": "scripted:Leashed", "args": {"mode": "ok"}},
+    }
+    assert call("post", "/api/1/plans/preview/", leashed).status == 200
+    assert call("post", "/api/1/plans/preview", {"name": "x"}).status == 400
+    created_safe = call("post", "/api/1/plans/", safe)
+    assert call("get", f"/api/1/plans/{created_safe.body['id']}").body["safety"] == safe["safety"]
+
     served = call("get", "/api/1/openapi.json")
     assert served.status == 200
     assert served.body == load_source()
