@@ -409,3 +409,62 @@ class TestRecurringPlanner:
         for day in (date(2026, 12, 2), date(2026, 12, 3), date(2026, 12, 4)):
             assert sorted(by_day[day], key=utc) == cls.expand(stored, day, MADRID)
         assert len(executors) == len(by_day[created]) + 3 * 3
+
+
+class TestAcrossTheChanges:
+    def test_upcoming_compares_instants_not_wall_times_in_the_repeated_hour(self) -> None:
+        first_pass = datetime(2026, 10, 25, 2, 50, tzinfo=MADRID)  # 00:50 UTC, CEST
+        now = datetime(2026, 10, 25, 2, 10, fold=1, tzinfo=MADRID)  # 01:10 UTC, CET
+        later = datetime(2026, 10, 25, 2, 20, fold=1, tzinfo=MADRID)  # 01:20 UTC
+        assert upcoming([first_pass, later], now) == [(1, later)]
+
+    @pytest.mark.parametrize("day", [SPRING_FORWARD, FALL_BACK])
+    def test_creation_on_the_night_of_a_change(self, day: date) -> None:
+        # Created at 00:30 local time on the night of the change; window 01:00-04:00.
+        now = datetime.combine(day, time(0, 30), MADRID)
+        recurring = planner(now)
+        recurring.plan(
+            {
+                "ref": REF,
+                "args": args(weekdays=["sun"], min_time="01:00", max_time="04:00", times=12),
+            },
+            ATTACK,
+        )
+        runs = [proposal.run_at for proposal in recurring.proposals]
+        assert len(runs) == 12
+        assert runs == sorted(runs, key=utc)
+        assert len({wall(run, MADRID) for run in runs}) == 12
+        for run in runs:
+            local = run.astimezone(MADRID)
+            assert local.astimezone(UTC).astimezone(MADRID) == local
+            assert time(1, 0) <= local.time() < time(4, 0)
+            if day == SPRING_FORWARD:
+                assert not time(2, 0) <= local.time() < time(3, 0)
+            else:
+                assert local.fold == 0
+
+    def test_a_week_of_expansions_over_the_spring_change_in_new_york(self) -> None:
+        """Daily job at 23:00 local in New York, every day of the week of March 8, 2026
+        (02:00 -> 03:00): each day once, all in the window, none in the gap."""
+        cls: Any = planner_class()
+        stored = {**args(weekdays=[*WEEKDAYS, "sat", "sun"], times=2), "seed": 8}
+        stored.update(min_time="01:30", max_time="03:30")
+        created, last = date(2026, 3, 5), None
+        seen: dict[str, datetime] = {}
+        for offset in range(7):
+            today = created + timedelta(days=offset)
+            now = datetime.combine(today, time(23, 0), NEW_YORK)
+            for day in days_to_expand(last, today, created):
+                for index, moment in upcoming(cls.expand(stored, day, NEW_YORK), now):
+                    assert occurrence_key("ny", day, index) not in seen
+                    seen[occurrence_key("ny", day, index)] = moment
+                last = day
+        days = sorted({m.astimezone(NEW_YORK).date() for m in seen.values()})
+        assert days == [date(2026, 3, d) for d in range(6, 13)]
+        for moment in seen.values():
+            local = moment.astimezone(NEW_YORK)
+            assert time(1, 30) <= local.time() < time(3, 30)
+            if local.date() == date(2026, 3, 8):
+                assert not time(2, 0) <= local.time() < time(3, 0)
+        on_the_change = [m for m in seen.values() if m.astimezone(NEW_YORK).day == 8]
+        assert len(on_the_change) == 2
