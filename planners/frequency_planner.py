@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
 from chalicelib.domain.recurrence import (
+    MAX_MEAN_DAYS,
     SEED_LIMIT,
     WINDOW_PROPERTIES,
     Frequency,
@@ -44,6 +45,7 @@ class FrequencyPlanner(Planner):
             "mean_days": {
                 "type": "number",
                 "minimum": 1,
+                "maximum": MAX_MEAN_DAYS,
                 "description": "mean number of working days from one attack day to the next",
             },
             "min_gap_days": {

@@ -160,6 +160,8 @@ class Recurrence:
 
 # The working days of a frequency schedule when its args name none.
 WORKING_DAYS = frozenset(range(5))
+# The longest mean gap, in working days (about 40 years of working days).
+MAX_MEAN_DAYS = 10_000
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,10 @@ class Frequency:
             raise PlanningError(
                 f"planner.args.mean_days must be a number of at least 1, not {mean!r} "
                 "(one attack day at most per day; use a window with more times instead)"
+            )
+        if not mean <= MAX_MEAN_DAYS:  # also refuses an infinite one (json reads Infinity)
+            raise PlanningError(
+                f"planner.args.mean_days must be at most {MAX_MEAN_DAYS}, not {mean!r}"
             )
         gap = args.get("min_gap_days", 1)
         if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:

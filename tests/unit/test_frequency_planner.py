@@ -179,6 +179,8 @@ class TestPlanner:
         [
             ({"min_gap_days": 6}, "min_gap_days 6 must not be more than mean_days 5"),
             ({"mean_days": 0.5}, "mean_days must be a number of at least 1"),
+            ({"mean_days": float("inf")}, "mean_days must be at most 10000, not inf"),
+            ({"mean_days": float("nan")}, "mean_days must be a number of at least 1, not nan"),
             ({"max_time": "09:00"}, "max_time '09:00' must be after"),
             ({"end_date": "2027-01-01"}, "end_date '2027-01-01' is in the past"),
             ({"start_date": "2027-13-01"}, "start_date '2027-13-01' is not a date"),
