@@ -169,7 +169,7 @@ def plan(date: str = "2026-12-01T12:00:00+01:00", name: str = "conformance") -> 
 
 
 def test_real_answers_match_the_document(
-    client: Recorder, engine: Engine, clock: FixedClock
+    client: Recorder, engine: Engine, clock: FixedClock, tmp_path: Path
 ) -> None:
     call = client.call
     for path in ("/api/1/attacks/", "/api/1/attacks", "/api/1/planners/", "/api/1/planners"):
@@ -254,6 +254,17 @@ def test_real_answers_match_the_document(
     assert call("post", "/api/1/plans/preview", {"name": "x"}).status == 400
     created_safe = call("post", "/api/1/plans/", safe)
     assert call("get", f"/api/1/plans/{created_safe.body['id']}").body["safety"] == safe["safety"]
+
+    # The audit trail (tests/events has its own tests); set here until bootstrap wires it.
+    from chalicelib.adapters.sqlite_events import SqliteEventLog
+    from chalicelib.services.audit import AuditTrail
+
+    events = SqliteEventLog(tmp_path / "events.sqlite3")
+    engine.audit = AuditTrail(events, None, clock)  # type: ignore[attr-defined]
+    engine.audit.plan_deleted(plan_id, "local")  # type: ignore[attr-defined]
+    assert call("get", "/api/1/events/").body["_embedded"]["events"]
+    assert call("get", "/api/1/events?kind=nope").status == 400
+    events.close()
 
     served = call("get", "/api/1/openapi.json")
     assert served.status == 200
