@@ -493,8 +493,9 @@ def test_a_health_check_url_shows_no_path_query_or_password(
 
 
 def run_together(engine: Engine, clock: FixedClock, executors: list[Executor]) -> None:
-    """Deliver every executor at once, one thread each, released together; each thread's
-    interval record is made at the same moment too, so a check-then-write store races."""
+    """Deliver every executor at once, one thread each, released together by a barrier;
+    a second barrier lines their interval records up (each thread has claimed its own
+    executor by then), so that the store's conditional write is what decides."""
     clock.current = executors[0].next_run_time
     start = threading.Barrier(len(executors), timeout=20)
     recording = threading.Barrier(len(executors), timeout=20)
@@ -529,25 +530,27 @@ def outcomes(engine: Engine, executors: list[Executor]) -> list[Executor]:
     return sorted((e for e in found if e is not None), key=lambda e: e.status.value, reverse=True)
 
 
-def test_two_executors_of_one_plan_due_together_attack_once(
-    guarded: Engine, clock: FixedClock
+@pytest.mark.parametrize("due", [2, 6])
+def test_executors_of_one_plan_due_together_attack_once(
+    guarded: Engine, clock: FixedClock, due: int
 ) -> None:
     runs = runs_of(guarded)
-    plan, executors = add_plan(guarded, T, T, safety={"min_interval": {"seconds": 3600}})
+    plan, executors = add_plan(guarded, *[T] * due, safety={"min_interval": {"seconds": 3600}})
     run_together(guarded, clock, executors)
-    succeeded, skipped = outcomes(guarded, executors)
+    succeeded, *skipped = outcomes(guarded, executors)
     assert succeeded.status is ExecutorStatus.SUCCEEDED
-    assert_skipped(
-        skipped,
-        f"min interval: the last attack on plan {plan.id} was at 2026-12-01T13:00:00+01:00, "
-        f"less than 3600 s before; {NOT_RUN}",
-    )
-    assert skipped.started_at == T, "refused after its claim"
+    for refused in skipped:
+        assert_skipped(
+            refused,
+            f"min interval: the last attack on plan {plan.id} was at "
+            f"2026-12-01T13:00:00+01:00, less than 3600 s before; {NOT_RUN}",
+        )
+        assert refused.started_at == T, "refused after its claim"
     assert [run["executor_id"] for run in runs] == [succeeded.id]
     stored = guarded.store.get_plan(plan.id)
     assert stored is not None
     assert stored.counts.as_dict()["succeeded"] == 1
-    assert stored.counts.as_dict()["skipped"] == 1
+    assert stored.counts.as_dict()["skipped"] == due - 1
 
 
 def test_two_plans_sharing_a_group_due_together_attack_once(
