@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from chalicelib.domain.errors import InvalidTransition
@@ -150,6 +150,13 @@ class Plan:
     # The plan body's ``safety`` object as validated (stop conditions, minimum interval;
     # ``domain.safety.PlanSafety.from_dict`` reads it); None when the plan gave none.
     safety: dict[str, Any] | None = None
+    # Recurring plans (a planner with ``recurring = True``; issue 11): ``last_expanded``
+    # is the last day whose executors the daily expansion created (None: only the
+    # creation day's); ``next_expansion`` when it is next due (None: not recurring,
+    # paused, or past its end). A paused plan has no pending schedules and no expansion.
+    paused: bool = False
+    last_expanded: date | None = None
+    next_expansion: datetime | None = None
 
     @property
     def executors_count(self) -> int:
@@ -157,5 +164,6 @@ class Plan:
 
     @property
     def executed(self) -> bool:
-        """True when none of the plan's executors is still pending."""
-        return self.counts.pending == 0
+        """True when none of the plan's executors is still pending and no expansion will
+        add more (an active recurring plan is never executed)."""
+        return self.counts.pending == 0 and self.next_expansion is None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from chalicelib.domain.events import Event, EventKind
@@ -116,6 +116,44 @@ class Store(Protocol):
         a claim of any of its executors after this returns no longer runs anything (False
         or OrphanExecutor).
         """
+        ...
+
+    # -- recurring plans ---------------------------------------------------------------
+
+    def list_due_expansions(self, now: datetime, limit: int) -> list[str]:
+        """Ids of committed plans whose ``next_expansion`` is at or before ``now``, soonest
+        first, at most ``limit``. Reads only such plans (an index of plans that have a
+        ``next_expansion``), never all plans."""
+        ...
+
+    def add_executors(self, plan_id: str, executors: Sequence[Executor]) -> list[str]:
+        """Add ``executors`` (status scheduled) to the committed plan ``plan_id``; one whose
+        id is already stored is left as it is, so a repeated expansion adds nothing.
+        Returns the ids added; the plan's counts and ``next_execution`` follow exactly.
+        PlanNotFound when the plan does not exist."""
+        ...
+
+    def set_expansion(
+        self,
+        plan_id: str,
+        expected_last: date | None,
+        last_expanded: date | None,
+        next_expansion: datetime | None,
+    ) -> bool:
+        """Move a plan's expansion state forward: a conditional write, done (True) only
+        while the stored ``last_expanded`` is ``expected_last`` and the plan is not
+        paused; False (nothing written) otherwise. PlanNotFound when it does not exist."""
+        ...
+
+    def set_paused(
+        self,
+        plan_id: str,
+        paused: bool,
+        last_expanded: date | None,
+        next_expansion: datetime | None,
+    ) -> Plan:
+        """Set a plan's ``paused`` flag and its expansion state together; returns the plan.
+        PlanNotFound when it does not exist."""
         ...
 
     # -- safety ------------------------------------------------------------------------
