@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib import error, request
@@ -40,6 +40,15 @@ FLAGGED = [variable for variable in VARIABLES if variable.flag is not None]
 EXAMPLES: dict[str, tuple[str, Any]] = {
     "CME_TIMEZONE": ("America/New_York", "America/New_York"),
     "CME_KILL_SWITCH": ("YES", True),
+    "CME_OPT_IN_TAG": ("Chaos=yes", ("Chaos", "yes")),
+    "CME_EXCLUDE_TAG": ("", None),
+    "CME_ATTACK_WEEKDAYS": ("Mon, friday", frozenset({0, 4})),
+    "CME_ATTACK_HOURS": ("9-17", (9, 17)),
+    "CME_BLACKOUT_DATES": (
+        "2026-12-24,2026-12-31",
+        frozenset({date(2026, 12, 24), date(2026, 12, 31)}),
+    ),
+    "CME_CONTROL_TABLE": ("my-control", "my-control"),
     "CME_ALLOWED_LATENESS_SECONDS": ("2.5", timedelta(seconds=2.5)),
     "CME_MAX_RUN_SECONDS": ("120", timedelta(seconds=120)),
     "CME_MAX_EXECUTORS_PER_PLAN": ("7", 7),
@@ -80,6 +89,11 @@ EXAMPLES: dict[str, tuple[str, Any]] = {
 BAD_VALUES: dict[str, tuple[str, str]] = {
     "CME_TIMEZONE": ("Mars/Olympus", "unknown timezone 'Mars/Olympus'"),
     "CME_KILL_SWITCH": ("maybe", "'maybe' is neither true"),
+    "CME_OPT_IN_TAG": ("=target", "'=target' names no tag key"),
+    "CME_EXCLUDE_TAG": ("=x", "'=x' names no tag key"),
+    "CME_ATTACK_WEEKDAYS": ("mon,funday", "'funday' is not a weekday"),
+    "CME_ATTACK_HOURS": ("17-9", "'17-9' is not an hour window"),
+    "CME_BLACKOUT_DATES": ("2026-13-01", "'2026-13-01' is not a date YYYY-MM-DD"),
     "CME_ALLOWED_LATENESS_SECONDS": ("-1", "-1 s is not at least 0 s"),
     "CME_MAX_RUN_SECONDS": ("soon", "'soon' is not a number"),
     "CME_MAX_EXECUTORS_PER_PLAN": ("0", "0 is not at least 1"),
@@ -164,6 +178,11 @@ def test_an_option_beats_its_variable(variable: Any, tmp_path: Path) -> None:
         "CME_STORE": "sqlite",
         "CME_DATA_DIR": "/elsewhere",
         "CME_DATABASE_URI": "/elsewhere/cme.sqlite",
+        "CME_OPT_IN_TAG": "Team",
+        "CME_EXCLUDE_TAG": "Keep=yes",
+        "CME_ATTACK_WEEKDAYS": "sat,sun",
+        "CME_ATTACK_HOURS": "0-1",
+        "CME_BLACKOUT_DATES": "2027-01-01",
     }.get(variable.name, "")
     if not flag_text:
         # Numbers: one more than the example (within every bound).
