@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 # Every service the deployed code creates a boto3 client for (PynamoDB: dynamodb).
-BOTOCORE_SERVICES = frozenset({"dynamodb", "scheduler", "sts", "ec2", "ssm", "secretsmanager"})
+BOTOCORE_SERVICES = frozenset(
+    {"dynamodb", "scheduler", "sts", "ec2", "ssm", "secretsmanager", "cloudwatch"}
+)
 
 # What the Lambda Python runtime provides and the zip does not ship (Chalice leaves boto3
 # out; nothing in requirements.txt pulls it in). A check of the zip outside Lambda must
