@@ -120,10 +120,10 @@ class ExecutorRunner:
             return self._end_unclaimed(executor, ExecutorStatus.MISSED, late)
         plan = self.store.get_plan(executor.plan_id)
         if plan is None:
-            # No transition of it can be recorded: removed, as the reaper removes orphans.
-            log.warning("executor without a plan; removed, not run", extra=fields)
-            self._purge(executor.id)
-            return None
+            # No transition of it can be recorded. The reaper removes orphans (the attack
+            # function is granted no deletes: it only reads and updates executors).
+            log.warning("executor without a plan; not run, left to the reaper", extra=fields)
+            return executor
         if not plan.committed:
             # Its creation is still under way or died: the claim would fail; record nothing.
             log.info("the executor's plan is not committed; not run", extra=fields)

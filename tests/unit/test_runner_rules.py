@@ -237,7 +237,7 @@ def test_the_reaper_removes_a_plan_whose_creation_died_with_its_schedules(
     assert executor.id not in scheduler.scheduled
 
 
-def test_a_delivery_of_an_executor_whose_plan_is_gone_removes_it_and_runs_nothing(
+def test_a_delivery_of_an_executor_whose_plan_is_gone_runs_nothing_and_the_reaper_removes_it(
     engine: Engine,
     clock: FixedClock,
     runs: list[dict[str, Any]],
@@ -246,13 +246,23 @@ def test_a_delivery_of_an_executor_whose_plan_is_gone_removes_it_and_runs_nothin
 ) -> None:
     executor = one_executor(engine)
     # The plan item is gone (a delete cut short): nothing about the executor can be
-    # recorded, so the runner removes it as the reaper removes orphans.
+    # recorded, and the attack function may not delete; the reaper removes it.
+
+    def transition(executor: Executor, target: ExecutorStatus, changes: dict[str, Any]) -> bool:
+        raise OrphanExecutor(executor.id, executor.plan_id)
+
     monkeypatch.setattr(engine.store, "get_plan", lambda plan_id: None)
+    monkeypatch.setattr(engine.store, "transition", transition)
     clock.current = executor.next_run_time
-    assert engine.runner.run(executor.id) is None
+    returned = engine.runner.run(executor.id)
+    assert returned is not None and returned.status is ExecutorStatus.SCHEDULED
+    assert stored(engine, executor.id).status is ExecutorStatus.SCHEDULED
+    assert runs == []
+
+    clock.advance(hours=1)
+    assert engine.runner.reap_lost() == 1
     assert engine.store.get_executor(executor.id) is None
     assert executor.id not in scheduler.scheduled
-    assert runs == []
 
 
 def test_a_delivery_for_a_plan_still_being_created_records_nothing(
