@@ -115,7 +115,9 @@ def attack_schema(
         "required": ["ssh", *required],
         "oneOf": TARGET_CHOICE,
         "additionalProperties": False,
-        **BLAST_RADIUS_RULES,
+        # An attack whose own argument is called percent (NetworkLoss: the packets to
+        # drop) has no blast radius percent: count and its percent go together.
+        **({} if "percent" in properties else BLAST_RADIUS_RULES),
     }
     args.update(extra or {})
     return {
@@ -247,19 +249,23 @@ def _ec2_targets(
     return candidates
 
 
-def blast_radius(args: dict[str, Any]) -> BlastRadius:
+def blast_radius(args: dict[str, Any], takes_percent: bool = True) -> BlastRadius:
     """The blast radius of an SSH attack: ``count`` is every listed host by default (the
-    2017 behaviour), one of the instances the filters match otherwise."""
+    2017 behaviour), one of the instances the filters match otherwise.
+    ``takes_percent`` False: the attack's ``percent`` is its own (NetworkLoss's loss)."""
+    if not takes_percent:
+        args = {name: value for name, value in args.items() if name != "percent"}
     return BlastRadius.from_args(args, default_count="all" if "hosts" in args else 1)
 
 
-def most_hosts(args: dict[str, Any]) -> int | None:
+def most_hosts(args: dict[str, Any], takes_percent: bool = True) -> int | None:
     """The most hosts one run can reach, when the arguments bound it; None when it
     depends on how many instances match (a percent, or "all", of a filter's)."""
-    return blast_radius(args).bound(len(args["hosts"]) if "hosts" in args else None)
+    radius = blast_radius(args, takes_percent)
+    return radius.bound(len(args["hosts"]) if "hosts" in args else None)
 
 
-def max_ssh_duration(args: dict[str, Any]) -> float:
+def max_ssh_duration(args: dict[str, Any], takes_percent: bool = True) -> float:
     """The longest an SSH attack with these arguments may run: each round of at most
     MAX_PARALLEL_HOSTS hosts connects, runs the script to its timeout and reads the rest
     of its output. An unbounded number of hosts runs in one round."""
@@ -268,7 +274,7 @@ def max_ssh_duration(args: dict[str, Any]) -> float:
         + float(args.get("timeout", 120))
         + OUTPUT_GRACE_SECONDS
     )
-    most = most_hosts(args)
+    most = most_hosts(args, takes_percent)
     rounds = 1 if most is None else math.ceil(max(most, 1) / MAX_PARALLEL_HOSTS)
     return per_round * rounds
 
@@ -319,6 +325,7 @@ class ScriptActuator:
         env: dict[str, str] | None,
         interpreter: str | None,
         needs_root: bool,
+        takes_percent: bool = True,
     ) -> None:
         self.attack = attack
         self.script_name = script_name
@@ -326,6 +333,7 @@ class ScriptActuator:
         self.env = env
         self.interpreter = interpreter
         self.needs_root = needs_root
+        self.takes_percent = takes_percent
 
     def act(self, targets: Sequence[SshCandidate], result: dict[str, Any]) -> list[Outcome]:
         args = self.attack.attack_config
@@ -355,7 +363,8 @@ class ScriptActuator:
 
         # An unbounded number of hosts runs in one round, however many match, so that
         # the attack's longest run stays the one max_ssh_duration declared at plan time.
-        workers = len(targets) if most_hosts(args) is None else MAX_PARALLEL_HOSTS
+        bounded = most_hosts(args, self.takes_percent) is not None
+        workers = MAX_PARALLEL_HOSTS if bounded else len(targets)
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
             outcomes = list(pool.map(run_on, targets))
         return [
@@ -377,6 +386,7 @@ def run_script_everywhere(
     interpreter: str | None = None,
     summary: dict[str, Any] | None = None,
     needs_root: bool = False,
+    takes_percent: bool = True,
 ) -> dict[str, Any]:
     """Run one script on the hosts the targeting path picks; the result lists each
     host's outcome.
@@ -386,7 +396,8 @@ def run_script_everywhere(
     resolves the targets and stops there (``skipped``). With ``needs_root`` the script
     runs through ``sudo -n`` unless the user is root or ``ssh.sudo`` says no. Any host
     that did not exit 0 fails the attack, with every host's outcome (and output tail)
-    in the result.
+    in the result. ``takes_percent`` False: ``percent`` is the attack's own argument,
+    not the blast radius's.
     """
     args = attack.attack_config
     port = int(args["ssh"].get("port", 22))
@@ -409,9 +420,15 @@ def run_script_everywhere(
         action=f"run {script_name} on",
         find=find,
         actuator=lambda: ScriptActuator(
-            attack, script_name, script, env=env, interpreter=interpreter, needs_root=needs_root
+            attack,
+            script_name,
+            script,
+            env=env,
+            interpreter=interpreter,
+            needs_root=needs_root,
+            takes_percent=takes_percent,
         ),
-        radius=blast_radius(args),
+        radius=blast_radius(args, takes_percent),
         no_match="no instance matched",
         result=result,
         seed=args.get("seed"),
@@ -447,6 +464,8 @@ class SshScriptAttack(Attack):
     script: ClassVar[str] = ""
     default_duration: ClassVar[int] = 60
     supports_dry_run = True
+    # False for a chaos type whose own argument is called ``percent``.
+    radius_takes_percent: ClassVar[bool] = True
 
     @classmethod
     def warm_up(cls) -> None:
@@ -454,7 +473,7 @@ class SshScriptAttack(Attack):
 
     @classmethod
     def max_duration(cls, args: dict[str, Any]) -> float | None:
-        return max_ssh_duration(args)
+        return max_ssh_duration(args, cls.radius_takes_percent)
 
     def fault_environment(self, args: dict[str, Any]) -> dict[str, str]:
         """The script's environment for this chaos type's own arguments (none by default)."""
@@ -473,7 +492,14 @@ class SshScriptAttack(Attack):
             "parameters": {key.removeprefix("CME_").lower(): value for key, value in env.items()},
         }
         return run_script_everywhere(
-            self, name, text, env=env, interpreter="/bin/sh", summary=summary, needs_root=True
+            self,
+            name,
+            text,
+            env=env,
+            interpreter="/bin/sh",
+            summary=summary,
+            needs_root=True,
+            takes_percent=self.radius_takes_percent,
         )
 
 

@@ -21,6 +21,8 @@ OPT_IN = {"chaos-monkey-engine": "target"}
 class SharedDummyNodeDriver(DummyNodeDriver):
     nodes: ClassVar[list[Node]] = []
     built_with: ClassVar[list[tuple[tuple[Any, ...], dict[str, Any]]]] = []
+    # Names of nodes whose stop the provider does not confirm.
+    refusing: ClassVar[set[str]] = set()
 
     def __init__(self, *args: Any, **options: Any) -> None:
         type(self).built_with.append((args, options))
@@ -57,5 +59,7 @@ class SharedDummyNodeDriver(DummyNodeDriver):
         return [node for node in self.nl if wanted is None or node.extra["zone"] == wanted]
 
     def stop_node(self, node: Node) -> bool:
+        if node.name in type(self).refusing:
+            return False
         node.state = NodeState.STOPPED
         return True

@@ -246,10 +246,53 @@ def test_dry_run_names_the_node_and_does_nothing(
 ) -> None:
     with pytest.raises(
         AttackSkipped, match=r"^dry run: would terminate cme_shared_dummy node web-2"
-    ):
+    ) as skipped:
         run(attacks, TERMINATE, shared(name_pattern="web-2"), dry_run=True)
 
     assert shared_dummy_driver.by_name()["web-2"] == "running"
+    assert [item["name"] for item in skipped.value.result["targets"]] == ["web-2"]
+
+
+def test_dry_run_of_several_nodes_names_each_and_does_nothing(
+    attacks: PluginSet[Attack], shared_dummy_driver: type[SharedDummyNodeDriver]
+) -> None:
+    before = shared_dummy_driver.by_name()
+
+    with pytest.raises(AttackSkipped) as skipped:
+        run(attacks, STOP, shared(name_pattern="web-*", count="all"), dry_run=True)
+
+    assert shared_dummy_driver.by_name() == before
+    assert skipped.value.reason == (
+        "dry run: would stop cme_shared_dummy node web-1 (1), cme_shared_dummy node web-2 (2), "
+        "cme_shared_dummy node web-3 (5); nothing was done"
+    )
+    assert [item["name"] for item in skipped.value.result["targets"]] == [
+        "web-1",
+        "web-2",
+        "web-3",
+    ]
+
+
+def test_the_opt_in_and_exclude_tags_apply_to_nodes(
+    attacks: PluginSet[Attack], shared_dummy_driver: type[SharedDummyNodeDriver]
+) -> None:
+    shared_dummy_driver.reset(
+        [("web-1", "a"), ("web-2", "a"), ("web-3", "a")],
+        tags={"web-1": {}, "web-2": {**shared_dummy.OPT_IN, "chaos-monkey-engine-exclude": ""}},
+    )
+
+    result = run(attacks, STOP, shared(name_pattern="web-*", count="all"))
+
+    assert shared_dummy_driver.by_name() == {
+        "web-1": "running",
+        "web-2": "running",
+        "web-3": "stopped",
+    }
+    assert result["node"]["name"] == "web-3"
+    assert result["selection"]["spared"] == [
+        {"id": "1", "why": "lacks the opt-in tag chaos-monkey-engine=target"},
+        {"id": "2", "why": "carries the exclude tag chaos-monkey-engine-exclude"},
+    ]
 
 
 def test_secrets_come_from_env_ssm_and_secrets_manager_and_never_show(
