@@ -4,8 +4,10 @@ Schema (times are ``to_storage`` strings, which sort like the instants they name
 
     plans      id PK, name, created, committed, fingerprint, planner/attack (JSON), dry_run,
                count_<status> (one column per status), settled_at,
-               pending = count_scheduled + count_running > 0 (generated),
-               safety (JSON, the plan's safety options; NULL: none)
+               safety (JSON, the plan's safety options; NULL: none),
+               paused, last_expanded (a date, YYYY-MM-DD), next_expansion (recurring plans),
+               pending = count_scheduled + count_running > 0 OR next_expansion IS NOT NULL
+               (generated: not ``Plan.executed``)
     executors  id PK, plan_id -> plans ON DELETE CASCADE, name, next_run_time, status,
                attack (JSON), dry_run, started_at, finished_at, result (JSON), error,
                reason, settled_at
@@ -23,6 +25,8 @@ handful of index entries), however many executors are stored:
 - ``executors(started_at, id) WHERE status = 'running'``: ``list_running``.
 - ``plans(committed, pending, created, id)``: the plan list, newest first.
 - ``plans(created, id) WHERE committed = 0``: ``list_abandoned_plans``.
+- ``plans(next_expansion, id) WHERE next_expansion IS NOT NULL AND committed = 1``:
+  ``list_due_expansions`` (only recurring plans are in it).
 - ``executors(settled_at)`` and ``plans(settled_at)`` where set: ``purge_expired``.
 
 Paging is by keyset: a cursor holds the last item's sort key and a digest of its query.
@@ -46,7 +50,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +72,10 @@ from chalicelib.domain.times import from_storage, to_storage
 
 log = logging.getLogger(__name__)
 
-# 1: plans and executors. 2: plans.safety and the control table (issue 10).
-SCHEMA_VERSION = 2
+# 1: plans and executors. 2: plans.safety and the control table (issue 10). 3: recurring
+# plans' paused, last_expanded and next_expansion, and ``pending`` counting the latter
+# (issue 11).
+SCHEMA_VERSION = 3
 # Sorted, so that the SQL a query builds (and its plan) does not depend on set order.
 PENDING_STATUSES = tuple(sorted(s.value for s in ExecutorStatus if s.is_pending))
 TERMINAL_STATUSES = tuple(sorted(s.value for s in ExecutorStatus if s.is_terminal))
@@ -105,6 +111,22 @@ _CONTROL_TABLE = """
     """
 HALT_ID = "halt"
 
+# Columns are in the order a migrated file has them (ALTER TABLE appends), so that a
+# migrated file and a new one have the same schema.
+_RECURRING_COLUMNS = "paused INTEGER NOT NULL DEFAULT 0, last_expanded TEXT, next_expansion TEXT"
+# A plan is pending (not ``Plan.executed``) while an executor is, or while an expansion
+# will add more: an active recurring plan is listed with the pending plans even on a day
+# it has no executor.
+_PENDING_COLUMN = (
+    "pending INTEGER GENERATED ALWAYS AS "
+    "(count_scheduled + count_running > 0 OR next_expansion IS NOT NULL) VIRTUAL"
+)
+_PLANS_BY_STATE = "CREATE INDEX plans_by_state ON plans (committed, pending, created, id)"
+_PLANS_EXPANSION = (
+    "CREATE INDEX plans_expansion ON plans (next_expansion, id) "
+    "WHERE next_expansion IS NOT NULL AND committed = 1"
+)
+
 _SCHEMA = (
     f"""
     CREATE TABLE plans (
@@ -118,13 +140,15 @@ _SCHEMA = (
         dry_run INTEGER NOT NULL,
         {_COUNT_COLUMNS},
         settled_at TEXT,
-        pending INTEGER GENERATED ALWAYS AS (count_scheduled + count_running > 0) VIRTUAL,
-        safety TEXT
+        safety TEXT,
+        {_RECURRING_COLUMNS},
+        {_PENDING_COLUMN}
     )
     """,
-    "CREATE INDEX plans_by_state ON plans (committed, pending, created, id)",
+    _PLANS_BY_STATE,
     "CREATE INDEX plans_uncommitted ON plans (created, id) WHERE committed = 0",
     "CREATE INDEX plans_settled ON plans (settled_at) WHERE settled_at IS NOT NULL",
+    _PLANS_EXPANSION,
     f"""
     CREATE TABLE executors (
         id TEXT PRIMARY KEY,
@@ -153,6 +177,19 @@ _SCHEMA = (
 # transaction that opens the store, with user_version set at its end.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE plans ADD COLUMN safety TEXT", _CONTROL_TABLE),
+    # A generated column cannot be altered: ``pending`` (and the index on it) is dropped
+    # and added again with its new expression, after the columns it reads.
+    2: (
+        "DROP INDEX plans_by_state",
+        "ALTER TABLE plans DROP COLUMN pending",
+        *(
+            f"ALTER TABLE plans ADD COLUMN {column.strip()}"
+            for column in _RECURRING_COLUMNS.split(",")
+        ),
+        f"ALTER TABLE plans ADD COLUMN {_PENDING_COLUMN}",
+        _PLANS_BY_STATE,
+        _PLANS_EXPANSION,
+    ),
 }
 
 _EXECUTOR_COLUMNS = (
@@ -174,7 +211,8 @@ _NEXT_EXECUTION = (
 _PLAN_COLUMNS = (
     "p.id AS id, p.name AS name, p.created AS created, p.committed AS committed, "
     "p.fingerprint AS fingerprint, p.planner AS planner, p.attack AS attack, "
-    "p.dry_run AS dry_run, p.safety AS safety, "
+    "p.dry_run AS dry_run, p.safety AS safety, p.paused AS paused, "
+    "p.last_expanded AS last_expanded, p.next_expansion AS next_expansion, "
     + ", ".join(f"p.{_count(status)} AS {_count(status)}" for status in ALL_STATUSES)
     + f", {_NEXT_EXECUTION} AS next_execution"
 )
@@ -184,11 +222,17 @@ _PLAN_COLUMNS = (
 _SELECT_PLAN = f"SELECT {_PLAN_COLUMNS} FROM plans AS p"  # noqa: S608  # nosec B608
 _SELECT_EXECUTOR = f"SELECT {_EXECUTOR_COLUMNS} FROM executors AS e"  # noqa: S608  # nosec B608
 _INSERT_PLAN = (
-    "INSERT INTO plans (id, name, created, committed, fingerprint, planner, attack, dry_run, "  # noqa: S608  # nosec B608
+    "INSERT INTO plans (id, name, created, committed, fingerprint, planner, attack, dry_run, "  # nosec B608
     + ", ".join(_count(status) for status in ALL_STATUSES)
-    + ", settled_at, safety) VALUES (?, ?, ?, 0, ?, ?, ?, ?, "
+    + ", settled_at, safety, paused, last_expanded, next_expansion) "
+    + "VALUES (?, ?, ?, 0, ?, ?, ?, ?, "
     + ", ".join("?" * len(ALL_STATUSES))
-    + ", ?, ?)"
+    + ", ?, ?, ?, ?, ?)"
+)
+_INSERT_EXECUTOR = (
+    "INSERT INTO executors (id, plan_id, name, next_run_time, status, attack, "
+    "dry_run, started_at, finished_at, result, error, reason, settled_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -366,9 +410,12 @@ class SqliteStore:
                 _json(plan.attack),
                 int(plan.dry_run),
                 *(counts[status] for status in ALL_STATUSES),
-                # A plan with nothing pending has settled already.
-                None if any(counts[status] for status in PENDING_STATUSES) else now,
+                # A plan with nothing pending (and nothing to expand) has settled already.
+                None if _keeps(plan, counts) else now,
                 None if plan.safety is None else _json(plan.safety),
+                int(plan.paused),
+                _optional_date(plan.last_expanded),
+                _optional_time(plan.next_expansion),
             )
             executor_rows = [self._executor_row(executor, now) for executor in executors]
         except (TypeError, ValueError) as error:
@@ -377,12 +424,7 @@ class SqliteStore:
             if connection.execute("SELECT 1 FROM plans WHERE id = ?", (plan.id,)).fetchone():
                 raise PlanExists(plan.id, "already exists")
             connection.execute(_INSERT_PLAN, plan_row)
-            connection.executemany(
-                "INSERT INTO executors (id, plan_id, name, next_run_time, status, attack, "
-                "dry_run, started_at, finished_at, result, error, reason, settled_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                executor_rows,
-            )
+            connection.executemany(_INSERT_EXECUTOR, executor_rows)
 
     def commit_plan(self, plan_id: str) -> None:
         """PlanNotFound if no plan ``plan_id`` is stored."""
@@ -450,6 +492,114 @@ class SqliteStore:
                 raise ExecutorRunning(running["id"], _parse_time(running["started_at"]))
             connection.execute("DELETE FROM executors WHERE plan_id = ?", (plan.id,))
             connection.execute("DELETE FROM plans WHERE id = ?", (plan.id,))
+
+    # -- recurring plans ---------------------------------------------------------------
+
+    def list_due_expansions(self, now: datetime, limit: int) -> list[str]:
+        _check_limit(limit)
+        with self._read("list due expansions") as connection:
+            rows = connection.execute(
+                # INDEXED BY: without statistics SQLite may not pick the partial index.
+                "SELECT id FROM plans INDEXED BY plans_expansion "
+                "WHERE next_expansion IS NOT NULL AND committed = 1 AND next_expansion <= ? "
+                "ORDER BY next_expansion, id LIMIT ?",
+                (to_storage(now), limit),
+            ).fetchall()
+        return [row["id"] for row in rows]
+
+    def add_executors(self, plan_id: str, executors: Sequence[Executor]) -> list[str]:
+        now = to_storage(self._clock.now())
+        try:
+            rows = [self._executor_row(executor, now) for executor in executors]
+        except (TypeError, ValueError) as error:
+            raise StorageError(
+                f"could not store the executors of plan {plan_id}: {error}"
+            ) from error
+        added: list[str] = []
+        counts = dict.fromkeys(ALL_STATUSES, 0)
+        # One write transaction: the plan's check, the inserts and its counts together, so
+        # two expansions of one day running at once add each executor once, and count it
+        # once.
+        with self._write(f"add executors to plan {plan_id}") as connection:
+            plan = connection.execute(
+                "SELECT committed FROM plans WHERE id = ?", (plan_id,)
+            ).fetchone()
+            if plan is None or not plan["committed"]:
+                raise PlanNotFound(plan_id)
+            for executor, row in zip(executors, rows, strict=True):
+                if executor.plan_id != plan_id:
+                    raise ValueError(
+                        f"executor {executor.id} belongs to plan {executor.plan_id}, not {plan_id}"
+                    )
+                # ON CONFLICT (id) DO NOTHING rather than INSERT OR IGNORE: only an id
+                # already stored is skipped; any other constraint still fails loudly.
+                inserted = connection.execute(
+                    _INSERT_EXECUTOR + " ON CONFLICT (id) DO NOTHING", row
+                ).rowcount
+                if inserted:
+                    added.append(executor.id)
+                    counts[executor.status.value] += 1
+            changed = {status: n for status, n in counts.items() if n}
+            if changed:
+                assignments = ", ".join(
+                    f"{_count(status)} = {_count(status)} + {n}" for status, n in changed.items()
+                )
+                # bandit B608: column names from _count(), numbers counted here; id is a ?.
+                update = f"UPDATE plans SET {assignments} WHERE id = ?"  # noqa: S608  # nosec B608
+                connection.execute(update, (plan_id,))
+                self._resettle(connection, plan_id)
+        return added
+
+    def set_expansion(
+        self,
+        plan_id: str,
+        expected_last: date | None,
+        last_expanded: date | None,
+        next_expansion: datetime | None,
+    ) -> bool:
+        with self._write(f"record the expansion of plan {plan_id}") as connection:
+            # ``IS``: NULL IS NULL is true, so None expects a plan never expanded.
+            updated = connection.execute(
+                "UPDATE plans SET last_expanded = ?, next_expansion = ? "
+                "WHERE id = ? AND last_expanded IS ? AND paused = 0",
+                (
+                    _optional_date(last_expanded),
+                    _optional_time(next_expansion),
+                    plan_id,
+                    _optional_date(expected_last),
+                ),
+            ).rowcount
+            if not updated:
+                if connection.execute("SELECT 1 FROM plans WHERE id = ?", (plan_id,)).fetchone():
+                    return False
+                raise PlanNotFound(plan_id)
+            self._resettle(connection, plan_id)
+        return True
+
+    def set_paused(
+        self,
+        plan_id: str,
+        paused: bool,
+        last_expanded: date | None,
+        next_expansion: datetime | None,
+    ) -> Plan:
+        with self._write(f"pause plan {plan_id}" if paused else f"resume plan {plan_id}") as (
+            connection
+        ):
+            updated = connection.execute(
+                "UPDATE plans SET paused = ?, last_expanded = ?, next_expansion = ? WHERE id = ?",
+                (
+                    int(paused),
+                    _optional_date(last_expanded),
+                    _optional_time(next_expansion),
+                    plan_id,
+                ),
+            ).rowcount
+            if not updated:
+                raise PlanNotFound(plan_id)
+            self._resettle(connection, plan_id)
+            row = connection.execute(_SELECT_PLAN + " WHERE p.id = ?", (plan_id,)).fetchone()
+        return _plan(row)
 
     # -- safety ------------------------------------------------------------------------
 
@@ -704,8 +854,16 @@ class SqliteStore:
         # bandit B608: column names from _count() of an ExecutorStatus; the id is a ?.
         update = f"UPDATE plans SET {', '.join(assignments)} WHERE id = ?"  # noqa: S608  # nosec B608
         connection.execute(update, (plan_id,))
+        self._resettle(connection, plan_id)
+
+    def _resettle(self, connection: sqlite3.Connection, plan_id: str) -> None:
+        """Keep ``settled_at`` (what purge_expired ages) true to the plan's state: set when
+        nothing is pending, nothing will be expanded and the plan is not paused (kept if it
+        was set before), NULL otherwise, so that retention never removes a recurring plan
+        that still has days to come, nor a paused one (it may be resumed)."""
         connection.execute(
-            "UPDATE plans SET settled_at = ? WHERE id = ? AND pending = 0 AND settled_at IS NULL",
+            "UPDATE plans SET settled_at = CASE WHEN pending = 0 AND paused = 0 "
+            "THEN coalesce(settled_at, ?) END WHERE id = ?",
             (to_storage(self._clock.now()), plan_id),
         )
 
@@ -734,7 +892,7 @@ class SqliteStore:
                 deleted = connection.execute(
                     "DELETE FROM plans WHERE rowid IN (SELECT rowid FROM plans "
                     "INDEXED BY plans_settled WHERE settled_at < ? AND pending = 0 "
-                    "AND committed = 1 LIMIT ?)",
+                    "AND paused = 0 AND committed = 1 LIMIT ?)",
                     (cutoff, PURGE_BATCH),
                 ).rowcount
             plans += deleted
@@ -777,6 +935,20 @@ def _parse_time(text: str | None) -> datetime | None:
     return None if text is None else from_storage(text)
 
 
+def _optional_date(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _keeps(plan: Plan, counts: dict[str, int]) -> bool:
+    """Whether a plan being stored with these counts is kept from retention: something
+    pending, an expansion to come, or paused."""
+    return (
+        any(counts[status] for status in PENDING_STATUSES)
+        or plan.next_expansion is not None
+        or plan.paused
+    )
+
+
 def _executor(row: sqlite3.Row) -> Executor:
     try:
         return Executor(
@@ -813,6 +985,11 @@ def _plan(row: sqlite3.Row) -> Plan:
             fingerprint=row["fingerprint"],
             next_execution=_parse_time(row["next_execution"]),
             safety=None if row["safety"] is None else json.loads(row["safety"]),
+            paused=bool(row["paused"]),
+            last_expanded=(
+                None if row["last_expanded"] is None else date.fromisoformat(row["last_expanded"])
+            ),
+            next_expansion=_parse_time(row["next_expansion"]),
         )
     except (TypeError, ValueError) as error:
         raise StorageError(f"plan {row['id']} cannot be read: {error}") from error

@@ -6,7 +6,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +119,15 @@ def test_every_read_and_write_uses_an_index(
     store.record_attack("plan:p1", T0, timedelta(minutes=1))
     store.record_attack("plan:p1", T0, timedelta(minutes=1))
     store.last_attack("plan:p1")
+    recurring, _ = add(store, minutes=[1], next_expansion=T0 + timedelta(days=1))
+    store.list_due_expansions(T0 + timedelta(days=2), 10)
+    store.add_executors(recurring.id, make_executors(recurring, [5, 6]))
+    store.set_expansion(recurring.id, None, date(2026, 12, 1), T0 + timedelta(days=2))
+    store.set_paused(recurring.id, True, date(2026, 12, 1), None)
 
     plans = query_plans(path, statements)
 
-    assert len(plans) >= 25
+    assert len(plans) >= 30
     whole_reads = {sql: steps for sql, steps in plans.items() if WHOLE_READ.search(str(steps))}
     assert whole_reads == {}
     used = " ".join(step for steps in plans.values() for step in steps)
@@ -134,6 +139,7 @@ def test_every_read_and_write_uses_an_index(
         "plans_by_state",
         "plans_uncommitted",
         "plans_settled",
+        "plans_expansion",
     ):
         assert index in used
 
@@ -221,6 +227,36 @@ def test_purge_expired_removes_what_settled_before_the_retention(
     assert (later.plans, later.executors) == (1, 1)
     assert store.get_plan(late.id) is None
     assert store.get_plan(running.id) is not None
+
+
+def test_purge_expired_never_removes_a_plan_with_an_expansion_to_come_or_paused(
+    store: SqliteStore, clock: FixedClock
+) -> None:
+    """A recurring plan between two days has nothing pending, and a paused plan may be
+    resumed: neither is settled, whatever their age."""
+    day = date(2026, 12, 1)
+    recurring, (ran,) = add(store, minutes=[1], next_expansion=T0 + timedelta(days=1))
+    paused, (skipped,) = add(store, minutes=[1])
+    ended, (last,) = add(store, minutes=[1], next_expansion=T0 + timedelta(days=1))
+    for executor in (ran, skipped, last):
+        assert store.transition(executor, S.SKIPPED, {"reason": "test"})
+    store.set_paused(paused.id, True, None, None)
+    # Past its end: settled from now.
+    clock.advance(days=5)
+    assert store.set_expansion(ended.id, None, day, None)
+
+    purged = store.purge_expired(T0 + RETENTION * 3)
+
+    assert (purged.plans, purged.executors) == (1, 3)
+    assert store.get_plan(recurring.id) is not None
+    assert store.get_plan(paused.id) is not None
+    assert store.get_plan(ended.id) is None
+    # Resumed with nothing to come, the paused plan settles and ages from its resumption.
+    clock.advance(days=1)
+    store.set_paused(paused.id, False, None, None)
+    assert store.purge_expired(clock.now() + RETENTION - timedelta(seconds=1)).plans == 0
+    assert store.purge_expired(clock.now() + RETENTION + timedelta(seconds=1)).plans == 1
+    assert store.get_plan(paused.id) is None
 
 
 def test_purge_expired_works_in_batches(
@@ -348,6 +384,10 @@ def test_a_version_1_file_is_migrated_with_its_plans_intact(path: Path, clock: F
         new, _ = add(store, minutes=[5], safety={"min_interval": {"seconds": 60}})
         stored = store.get_plan(new.id)
         assert stored is not None and stored.safety == {"min_interval": {"seconds": 60}}
+        # And what version 3 adds (recurring plans).
+        assert (plan.paused, plan.last_expanded, plan.next_expansion) == (False, None, None)
+        assert store.list_due_expansions(T0 + timedelta(days=9), 10) == []
+        assert store.set_paused("old", True, None, None).paused
     finally:
         store.close()
     with sqlite3.connect(path) as connection:
@@ -362,6 +402,61 @@ def test_a_version_1_file_is_migrated_with_its_plans_intact(path: Path, clock: F
     finally:
         again.close()
     # The migrated file has the schema a new file gets: tables, columns, indexes.
+    fresh = path.with_name("fresh.sqlite3")
+    SqliteStore(fresh, clock=clock).close()
+    assert schema_of(path) == schema_of(fresh)
+
+
+# Version 2 as it was shipped: version 1 plus plans.safety and the control table.
+VERSION_2_SCHEMA = (
+    VERSION_1_SCHEMA.replace("PRAGMA user_version = 1;", "")
+    + """
+ALTER TABLE plans ADD COLUMN safety TEXT;
+CREATE TABLE control (
+    id TEXT PRIMARY KEY, halted INTEGER, reason TEXT, since TEXT, changed_by TEXT,
+    last_attack TEXT
+) WITHOUT ROWID;
+INSERT INTO control (id, halted, reason, since, changed_by)
+    VALUES ('halt', 1, 'kept', '2026-12-01T09:00:00.000000Z', 'local');
+PRAGMA user_version = 2;
+"""
+)
+
+
+def test_a_version_2_file_is_migrated_to_recurring_plans(path: Path, clock: FixedClock) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.executescript(VERSION_2_SCHEMA)
+        connection.executemany(
+            "INSERT INTO plans (id, name, created, committed, planner, attack, dry_run, "
+            "count_scheduled, count_succeeded, settled_at, safety) "
+            "VALUES (?, ?, ?, 1, '{}', '{}', 0, ?, ?, ?, ?)",
+            [
+                ("live", "pending", "2026-12-01T09:00:00.000000Z", 1, 0, None, '{"a": 1}'),
+                ("done", "executed", "2026-11-30T09:00:00.000000Z", 0, 1, "x", None),
+            ],
+        )
+        connection.execute(
+            "INSERT INTO executors (id, plan_id, name, next_run_time, status, attack, dry_run) "
+            "VALUES ('e1', 'live', 'run', '2026-12-01T09:05:00.000000Z', 'scheduled', '{}', 0)"
+        )
+    connection.close()
+
+    store = SqliteStore(path, clock=clock)
+    try:
+        live = store.get_plan("live")
+        assert live is not None and live.safety == {"a": 1}
+        assert (live.paused, live.last_expanded, live.next_expansion) == (False, None, None)
+        assert live.next_execution == T0 + timedelta(minutes=5)
+        assert store.get_halt().reason == "kept"
+        assert [p.id for p in store.list_plans(PlanQuery(), 10, None).items] == ["live"]
+        executed = PlanQuery(pending=False, executed=True)
+        assert [p.id for p in store.list_plans(executed, 10, None).items] == ["done"]
+        # The regenerated ``pending`` counts a next expansion: "done" becomes pending.
+        store.set_paused("done", False, date(2026, 11, 30), T0 + timedelta(hours=15))
+        assert [p.id for p in store.list_plans(PlanQuery(), 10, None).items] == ["live", "done"]
+        assert store.list_due_expansions(T0 + timedelta(days=1), 10) == ["done"]
+    finally:
+        store.close()
     fresh = path.with_name("fresh.sqlite3")
     SqliteStore(fresh, clock=clock).close()
     assert schema_of(path) == schema_of(fresh)
