@@ -63,10 +63,11 @@ class AwsProbes:
                 import boto3
                 from botocore.config import Config
 
+                # Bounded: the probe runs before the claim, in the attack Lambda's time.
                 config = Config(
-                    retries={"mode": "standard", "total_max_attempts": 3},
-                    connect_timeout=5,
-                    read_timeout=10,
+                    retries={"mode": "standard", "total_max_attempts": 2},
+                    connect_timeout=3,
+                    read_timeout=5,
                 )
                 self._client = boto3.client(
                     "cloudwatch",

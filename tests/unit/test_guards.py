@@ -3,6 +3,7 @@ minimum interval, and the preview; each refusal asserted by the reason it record
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import threading
@@ -348,6 +349,7 @@ class Health:
     def __init__(self) -> None:
         self.paths: list[str] = []
         self.release = threading.Event()
+        self.together = threading.Barrier(2, timeout=10)
         health = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -355,7 +357,14 @@ class Health:
                 health.paths.append(self.path)
                 if self.path == "/slow":
                     health.release.wait(timeout=30)
-                status = {"/ok": 200, "/down": 503, "/moved": 302, "/slow": 200}.get(self.path, 404)
+                if self.path.startswith("/together"):
+                    # Answers only once both checks have arrived: sent one after the
+                    # other, the first one would time out waiting here.
+                    with contextlib.suppress(threading.BrokenBarrierError):
+                        health.together.wait()
+                status = {"/ok": 200, "/down": 503, "/moved": 302, "/slow": 200}.get(
+                    self.path.split("?")[0], 200 if self.path.startswith("/together") else 404
+                )
                 self.send_response(status)
                 if status == 302:
                     self.send_header("Location", "/ok")
@@ -376,6 +385,7 @@ class Health:
 
     def close(self) -> None:
         self.release.set()
+        self.together.abort()
         self.server.shutdown()
         self.server.server_close()
 
@@ -444,6 +454,33 @@ def test_health_check_stop_conditions(
         assert health.paths == ["/moved"], "the redirect was not followed"
     if case == "link-local":
         assert health.paths == []
+
+
+def test_health_checks_are_sent_together_and_the_first_refusal_in_order_is_recorded(
+    on_sqlite: EngineOn, clock: FixedClock, health: Health
+) -> None:
+    engine = on_sqlite()
+    runs = runs_of(engine)
+    both = [{"url": health.url("/together/1"), "timeout": 3}, {"url": health.url("/together/2")}]
+    _, (passes,) = add_plan(engine, safety={"stop_conditions": {"health_checks": both}})
+    assert run_at(engine, clock, passes).status is ExecutorStatus.SUCCEEDED
+    assert sorted(health.paths) == ["/together/1", "/together/2"]
+    assert len(runs) == 1
+
+    checks = [
+        {"url": health.url("/ok")},
+        {"url": health.url("/down")},
+        {"url": health.url("/moved")},
+    ]
+    _, (refused,) = add_plan(
+        engine, T + timedelta(minutes=1), safety={"stop_conditions": {"health_checks": checks}}
+    )
+    assert_skipped(
+        run_at(engine, clock, refused),
+        f"stop condition: health check 2 (http://127.0.0.1:{health.port}) answered 503, "
+        f"not 2xx; {NOT_RUN}",
+    )
+    assert len(runs) == 1
 
 
 def test_a_name_that_resolves_to_a_link_local_address_is_not_sent(
