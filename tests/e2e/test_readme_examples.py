@@ -106,4 +106,35 @@ def test_the_quickstart_runs_as_written(demo_engine: Engine, tmp_path: Path) -> 
     assert poke["result"]["status_code"] == 200
     terminate = by_name["Terminate random running instance"]
     assert terminate["status"] == "succeeded", terminate
-    assert terminate["result"]["instance"]["name"].startswith("demo-")
+    result = terminate["result"]
+    assert result["instance"]["name"] in ("demo-web-1", "demo-web-2", "demo-web-3")
+    assert [target["id"] for target in result["targets"]] == [result["instance"]["id"]]
+
+    # What the README says of the demo: the filter matched all four running instances,
+    # the engine spared demo-db-1 (exclude tag, no opt-in tag), and only one web
+    # instance was terminated; the db instance was never touched.
+    states = demo_instances(demo_engine)
+    db_id = next(i for i, (name, _) in states.items() if name == "demo-db-1")
+    assert (result["selection"]["matched"], result["selection"]["eligible"]) == (4, 3)
+    assert result["selection"]["spared"] == [
+        {"id": db_id, "why": "carries the exclude tag chaos-monkey-engine-exclude"}
+    ]
+    assert states[db_id] == ("demo-db-1", "running")
+    assert [name for name, state in states.values() if state != "running"] == [
+        result["instance"]["name"]
+    ]
+
+
+def demo_instances(engine: Engine) -> dict[str, tuple[str, str]]:
+    """Instance id -> (Name tag, state) in the engine's moto EC2 (the endpoint it printed)."""
+    import boto3
+
+    line = next(line for line in engine.output if "EC2 targets: moto at " in line)
+    endpoint = line.split("moto at ")[1].split(" ")[0].rstrip(";")
+    client = boto3.client("ec2", endpoint_url=endpoint, region_name="eu-west-1")
+    found = {}
+    for reservation in client.describe_instances()["Reservations"]:
+        for instance in reservation["Instances"]:
+            tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+            found[instance["InstanceId"]] = (tags.get("Name", ""), instance["State"]["Name"])
+    return found

@@ -22,6 +22,7 @@ import pytest
 from moto import mock_aws
 from moto.core.config import passthrough_service
 
+from chalicelib.domain.safety import TargetTags
 from chalicelib.local import cli
 from chalicelib.local import targets as local_targets
 from chalicelib.local.fake_aws import FAKE_AWS
@@ -134,6 +135,7 @@ def test_local_targets_serve_moto_ec2_with_the_demo_instances(
             from chalicelib.adapters.ec2 import EC2Instances
 
             found = EC2Instances(REGION, endpoint=endpoint).find({"tag:Chaos": "true"})
+            everything = EC2Instances(REGION, endpoint=endpoint).find({"tag-key": "Name"})
         finally:
             running.stop()
 
@@ -146,6 +148,18 @@ def test_local_targets_serve_moto_ec2_with_the_demo_instances(
         "demo-web-3",
     ]
     assert len(seen_in_process) == len(local_targets.DEMO_INSTANCES)
+    # The web instances carry the engine's opt-in tag; the db its exclude tag, and no
+    # opt-in tag: the engine spares it whatever a plan's filters match.
+    tags = TargetTags()
+    assert {instance.name: tags.why_spared(instance.tags) for instance in everything} == {
+        "demo-web-1": None,
+        "demo-web-2": None,
+        "demo-web-3": None,
+        "demo-db-1": "carries the exclude tag chaos-monkey-engine-exclude",
+    }
+    db = next(instance for instance in everything if instance.name == "demo-db-1")
+    assert "chaos-monkey-engine" not in db.tags
+    assert db.tags["Chaos"] == "false"
     assert f"EC2 targets: moto at {endpoint}" in capsys.readouterr().out
     # The endpoint travels as a value: nothing was written to the environment.
     assert {key: os.environ.get(key) for key in before} == before
@@ -283,4 +297,18 @@ def test_the_quickstart_terminate_plan_terminates_a_demo_instance(
     after = states()
     assert after[victim] in ("shutting-down", "terminated")
     assert [i for i, state in after.items() if state != "running"] == [victim]
-    assert done["result"]["instance"]["name"].startswith("demo-")
+    assert done["result"]["instance"]["name"].startswith("demo-web-")
+    spared = done["result"]["selection"]["spared"]
+    assert [item["why"] for item in spared] == [
+        "carries the exclude tag chaos-monkey-engine-exclude"
+    ]
+    assert after[spared[0]["id"]] == "running"
+
+
+def test_the_demo_instances_carry_the_engines_own_tag_settings() -> None:
+    custom = TargetTags(opt_in=("chaos", None), exclude=("keep-out", "yes"))
+
+    assert local_targets.demo_tags(True, custom) == {"chaos": "true"}
+    assert local_targets.demo_tags(False, custom) == {"keep-out": "yes"}
+    assert local_targets.demo_tags(True, TargetTags(opt_in=None)) == {}
+    assert local_targets.demo_tags(True, TargetTags()) == {"chaos-monkey-engine": "target"}
