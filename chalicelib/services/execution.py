@@ -41,6 +41,7 @@ from chalicelib.plugins.contract import (
 )
 from chalicelib.plugins.registry import PluginSet
 from chalicelib.plugins.secret_policy import SecretVault
+from chalicelib.services.audit import AuditTrail
 from chalicelib.services.guards import SafetyGuards
 from chalicelib.services.paging import plan_executor_ids
 
@@ -88,6 +89,20 @@ class ExecutorRunner:
     scheduler: Scheduler | None = None
     # Where attacks' cloud calls go (region, EC2 endpoint), on every attack's context.
     environment: AttackEnvironment = field(default_factory=AttackEnvironment)
+    # Every start and end of an executor is an event (and a notification); None: none.
+    audit: AuditTrail | None = None
+
+    def _move(self, executor: Executor, target: ExecutorStatus, changes: dict[str, Any]) -> bool:
+        """``store.transition``, and the event of the move when it happened (the audit
+        trail never raises: a failed event or notification changes no outcome)."""
+        if not self.store.transition(executor, target, changes):
+            return False
+        if self.audit is not None:
+            if target is ExecutorStatus.RUNNING:
+                self.audit.executor_started(executor)
+            else:
+                self.audit.executor_finished(executor)
+        return True
 
     def run(self, executor_id: str, run_at: datetime | None = None) -> Executor | None:
         """Run the executor once; returns it as recorded, or None if it does not exist.
@@ -131,7 +146,7 @@ class ExecutorRunner:
         refusal = self.guards.before_claim(executor, plan, now)
         if refusal is not None:
             return self._end_unclaimed(executor, ExecutorStatus.SKIPPED, refusal.reason)
-        if not self.store.transition(executor, ExecutorStatus.RUNNING, {"started_at": now}):
+        if not self._move(executor, ExecutorStatus.RUNNING, {"started_at": now}):
             log.info("executor claimed elsewhere, moved or not committed; not run", extra=fields)
             return self.store.get_executor(executor.id)
         return self._attack_once_allowed(executor, plan, now)
@@ -146,7 +161,7 @@ class ExecutorRunner:
             return self._attack(executor)
         changes = {"finished_at": self.clock.now(), "reason": refusal.reason}
         fields = {"executor_id": executor.id, "plan_id": executor.plan_id}
-        if self.store.transition(executor, ExecutorStatus.SKIPPED, changes):
+        if self._move(executor, ExecutorStatus.SKIPPED, changes):
             log.warning("executor skipped: %s", refusal.reason, extra=fields)
         else:
             log.error("executor changed while it was claimed; refusal not recorded", extra=fields)
@@ -241,7 +256,7 @@ class ExecutorRunner:
         self, executor: Executor, status: ExecutorStatus, changes: dict[str, Any], now: datetime
     ) -> int:
         fields = {"executor_id": executor.id, "plan_id": executor.plan_id}
-        if self.store.transition(executor, status, {"finished_at": now, **changes}):
+        if self._move(executor, status, {"finished_at": now, **changes}):
             log.warning("executor %s: %s", status.value, next(iter(changes.values())), extra=fields)
             return 1
         log.info("executor changed while it was being reaped; left as it is", extra=fields)
@@ -261,7 +276,7 @@ class ExecutorRunner:
     def _end_unclaimed(self, executor: Executor, status: ExecutorStatus, reason: str) -> Executor:
         now = self.clock.now()
         changes = {"finished_at": now, "reason": reason}
-        if self.store.transition(executor, status, changes):
+        if self._move(executor, status, changes):
             log.warning(
                 "executor %s: %s",
                 status.value,
@@ -326,7 +341,7 @@ class ExecutorRunner:
         # and values under secret-looking names never reach the store.
         changes = redact(changes)
         changes["finished_at"] = self.clock.now()
-        if not self.store.transition(executor, status, changes):
+        if not self._move(executor, status, changes):
             log.error("executor changed while its attack ran; outcome not recorded", extra=fields)
         log.info("executor %s", status.value, extra=fields)
         return executor

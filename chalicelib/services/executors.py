@@ -18,6 +18,7 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.model import Executor, ExecutorStatus
 from chalicelib.domain.ports import MAX_PAGE_SIZE, Clock, ExecutorQuery, Page, Scheduler, Store
 from chalicelib.domain.times import ceil_to_second, parse_datetime
+from chalicelib.services.audit import AuditTrail
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class ExecutorService:
     clock: Clock
     timezone: tzinfo
     list_limit: int
+    # Every move and delete is an event; None: none.
+    audit: AuditTrail | None = None
 
     def get(self, executor_id: str) -> Executor:
         executor = self.store.get_executor(executor_id)
@@ -46,7 +49,7 @@ class ExecutorService:
         size = self.list_limit if limit is None else max(1, min(limit, MAX_PAGE_SIZE))
         return self.store.list_executors(query, size, cursor)
 
-    def reschedule(self, executor_id: str, trigger: Any) -> Executor:
+    def reschedule(self, executor_id: str, trigger: Any, actor: str = "local") -> Executor:
         """Move a scheduled executor to the date of a ``{"type": "date", ...}`` trigger."""
         if not isinstance(trigger, dict):
             raise InvalidPayload("trigger: expected a JSON object")
@@ -76,9 +79,11 @@ class ExecutorService:
             self.store.move_executor(executor_id, current.next_run_time)
             raise
         log.info("executor moved", extra={"executor_id": executor_id, "plan_id": moved.plan_id})
+        if self.audit is not None:
+            self.audit.executor_moved(moved, current.next_run_time, actor)
         return moved
 
-    def delete(self, executor_id: str) -> None:
+    def delete(self, executor_id: str, actor: str = "local") -> None:
         """Delete an executor that is not running; ExecutorRunning (nothing deleted) while
         its attack runs. The store's delete and the runner's claim are conditional on the
         same stored status, so one of them wins: a claim after the delete finds nothing."""
@@ -91,5 +96,7 @@ class ExecutorService:
                     "executor deleted",
                     extra={"executor_id": executor_id, "plan_id": executor.plan_id},
                 )
+                if self.audit is not None:
+                    self.audit.executor_deleted(executor, actor)
                 return
         raise ExecutorAlreadyRun(executor_id, "changing; try again")

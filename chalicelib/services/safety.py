@@ -14,6 +14,7 @@ from typing import Any
 from chalicelib.domain.errors import InvalidPayload
 from chalicelib.domain.ports import Clock, Store
 from chalicelib.domain.safety import Halt
+from chalicelib.services.audit import AuditTrail
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class HaltService:
 
     store: Store
     clock: Clock
+    # Every halt change is an event and a notification; None: none.
+    audit: AuditTrail | None = None
 
     def get(self) -> Halt:
         return self.store.get_halt()
@@ -81,4 +84,6 @@ class HaltService:
             halt.reason or "(no reason given)",
             extra={"halted": halt.halted, "by": halt.by},
         )
+        if self.audit is not None:
+            self.audit.halt_changed(halt)
         return halt
