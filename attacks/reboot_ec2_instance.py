@@ -1,4 +1,4 @@
-"""RebootEC2Instance: reboot a random EC2 instance found by EC2 filters."""
+"""RebootEC2Instance: reboot random EC2 instances found by EC2 filters."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from . import _ec2_attack
 
 
 class RebootEC2Instance(_ec2_attack.EC2InstanceAttack):
-    """Reboot one running instance, at random, among those matching ``filters``.
+    """Reboot running instances (one by default), at random, among those matching ``filters``.
 
     Same arguments and result as ``terminate_ec2_instance:TerminateEC2Instance``.
     """

@@ -1,4 +1,4 @@
-"""StopEC2Instance: stop a random EC2 instance found by EC2 filters."""
+"""StopEC2Instance: stop random EC2 instances found by EC2 filters."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from . import _ec2_attack
 
 
 class StopEC2Instance(_ec2_attack.EC2InstanceAttack):
-    """Stop one running instance, at random, among those matching ``filters``.
+    """Stop running instances (one by default), at random, among those matching ``filters``.
 
     Same arguments and result as ``terminate_ec2_instance:TerminateEC2Instance``; the
-    instance can be started again (EBS-backed instances only: EC2 refuses to stop an
+    instances can be started again (EBS-backed instances only: EC2 refuses to stop an
     instance-store one, and the executor fails with EC2's message).
     """
 

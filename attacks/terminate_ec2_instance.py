@@ -1,4 +1,4 @@
-"""TerminateEC2Instance: terminate a random EC2 instance found by EC2 filters."""
+"""TerminateEC2Instance: terminate random EC2 instances found by EC2 filters."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from .terminate_ec2_instance_not_excluded import TerminateEC2InstanceNotExcluded
 
 
 class TerminateEC2Instance(_ec2_attack.EC2InstanceAttack):
-    """Terminate one running instance, at random, among those matching ``filters``.
+    """Terminate running instances, at random, among those matching ``filters``: one, or
+    as many as the blast radius (``count``/``percent``, ``max_targets``,
+    ``min_remaining``) allows, of those carrying the engine's opt-in tag.
 
     ``filters`` are any EC2 DescribeInstances filters (``{"tag:Chaos": "true"}``);
     ``instance-state-name=running`` is added when they name no state. ``region`` is
-    optional (AWS_DEFAULT_REGION). The result names the instance: id, Name tag,
-    private IP and zone. No match ends the executor skipped: "no instance matched".
+    optional (AWS_DEFAULT_REGION). The result lists each instance hit (id, Name tag,
+    private IP, zone) in ``targets`` (and ``instance`` when it is one) and the pick in
+    ``selection``. No match ends the executor skipped: "no instance matched".
     """
 
     ref = "terminate_ec2_instance:TerminateEC2Instance"

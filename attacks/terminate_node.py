@@ -1,4 +1,4 @@
-"""TerminateNode: terminate a node of any Libcloud compute provider, chosen by name and filters."""
+"""TerminateNode: terminate nodes of any Libcloud compute provider, chosen by name and filters."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from . import _node_attack
 
 
 class TerminateNode(_node_attack.NodeAttack):
-    """Terminate one node, at random, among the provider's nodes matching ``name_pattern``.
+    """Terminate nodes (one by default), at random, among those matching ``name_pattern``.
 
     ``provider`` is a Libcloud compute provider name; ``key``, ``secret`` and the
     secret-looking ``driver_args`` are secret references, never inline values;
