@@ -46,6 +46,10 @@ AUTH_MODES = ("none", "iam", "api_key")
 # Kept free between an attack's longest run and the end of its Lambda or lease, for the
 # claim, recording the outcome and the Lambda's own start.
 ATTACK_TIME_MARGIN = timedelta(seconds=30)
+# The longest the guards may take before the claim (docs/safety.md): the plan's health
+# checks (sent together, at most 10 s) and its CloudWatch alarms (2 attempts of at most
+# 3 s to connect and 5 s to read), plus the halt and plan reads.
+GUARD_TIME_BUDGET = timedelta(seconds=30)
 
 
 def auth_mode(value: str) -> str:
@@ -173,7 +177,12 @@ class Settings:
         lease = self.max_run_time - ATTACK_TIME_MARGIN
         if self.attack_function_timeout is None:
             return lease
-        budget = self.attack_function_timeout - EARLY_DELIVERY_WINDOW - ATTACK_TIME_MARGIN
+        budget = (
+            self.attack_function_timeout
+            - EARLY_DELIVERY_WINDOW
+            - GUARD_TIME_BUDGET
+            - ATTACK_TIME_MARGIN
+        )
         return min(budget, lease)
 
     @property

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 
 # Every service the deployed code creates a boto3 client for (PynamoDB: dynamodb).
 BOTOCORE_SERVICES = frozenset(
-    {"dynamodb", "scheduler", "sts", "ec2", "ssm", "secretsmanager", "cloudwatch"}
+    {"dynamodb", "scheduler", "sts", "ec2", "ssm", "secretsmanager", "cloudwatch", "sns"}
 )
 
 # What the Lambda Python runtime provides and the zip does not ship (Chalice leaves boto3

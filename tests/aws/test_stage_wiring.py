@@ -14,7 +14,7 @@ from chalice.test import Client
 
 from chalicelib.adapters.dynamo import DynamoStore
 from chalicelib.domain.model import EARLY_DELIVERY_WINDOW
-from chalicelib.settings import ATTACK_TIME_MARGIN, Settings
+from chalicelib.settings import ATTACK_TIME_MARGIN, GUARD_TIME_BUDGET, Settings
 from tests.aws.conftest import ACCOUNT, REGION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,9 +104,11 @@ def test_the_attack_timeout_setting_is_the_attack_lambdas_timeout_and_within_the
     settings = Settings.from_env(environment)
     assert settings.attack_function_timeout == timedelta(seconds=timeout)
     # What plans may ask of an attack: the Lambda's time less the longest wait for the
-    # executor's second and a margin (900 - 125 - 30 = 745 s).
-    limit = timedelta(seconds=timeout) - EARLY_DELIVERY_WINDOW - ATTACK_TIME_MARGIN
-    assert settings.attack_time_limit == limit == timedelta(seconds=745)
+    # executor's second, the guards and a margin (900 - 125 - 30 - 30 = 715 s).
+    limit = (
+        timedelta(seconds=timeout) - EARLY_DELIVERY_WINDOW - GUARD_TIME_BUDGET - ATTACK_TIME_MARGIN
+    )
+    assert settings.attack_time_limit == limit == timedelta(seconds=715)
 
 
 def test_every_stage_with_an_attack_lambda_declares_its_timeout():

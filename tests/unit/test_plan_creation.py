@@ -214,10 +214,10 @@ def test_an_attack_that_may_outlive_its_function_is_refused_naming_the_limit(
         engine.plans.create(body)
 
 
-def test_the_attack_time_limit_is_the_function_timeout_less_the_wait_and_a_margin() -> None:
+def test_the_attack_time_limit_is_the_function_timeout_less_the_wait_guards_and_a_margin() -> None:
     deployed = Settings(attack_function_timeout=timedelta(seconds=900))
-    assert deployed.attack_time_limit == timedelta(seconds=900 - 125 - 30)
+    assert deployed.attack_time_limit == timedelta(seconds=900 - 125 - 30 - 30)
     local = Settings(max_run_time=timedelta(seconds=900))
     assert local.attack_time_limit == timedelta(seconds=870)
     env = Settings.from_env({"CME_ATTACK_FUNCTION_TIMEOUT_SECONDS": "900"})
-    assert env.attack_time_limit == timedelta(seconds=745)
+    assert env.attack_time_limit == timedelta(seconds=715)
