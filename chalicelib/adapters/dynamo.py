@@ -3,7 +3,11 @@
 Tables and indexes (every list is a Query on an index, never a Scan):
 
 - plans: hash ``id``. GSI ``by_bucket``: hash ``bucket`` = ``<creating|pending|executed>#<shard>``,
-  range ``bucket_order`` = ``<created>#<id>``.
+  range ``bucket_order`` = ``<created>#<id>``. A plan is ``pending`` (not ``Plan.executed``)
+  while an executor of it is pending or it has a ``next_expansion`` (an active recurring
+  plan between two days). GSI ``by_expansion`` (sparse: its keys are present only while
+  the plan has a ``next_expansion``): hash ``expansion_bucket`` = ``expansion#<shard>``,
+  range ``expansion_order`` = ``<next_expansion>#<id>``; the due expansions.
 - executors: hash ``id``. GSI ``by_bucket``: hash ``bucket`` = ``<pending|executed>#<shard>``,
   range ``bucket_order`` = ``<next_run_time>#<id>``. GSI ``by_plan``: hash ``plan_id``,
   range ``plan_order`` = ``<pending|executed>#<next_run_time>#<id>`` (a plan's executors by
@@ -33,7 +37,8 @@ Terminal executors and settled plans carry ``expires_at`` (epoch seconds, a Numb
 TTL requires): DynamoDB deletes them some time after ``settings.executed_retention`` has
 passed (typically within two days; reads still return them until then)
 (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/howitworks-ttl.html):
-the retention is a minimum.
+the retention is a minimum. A plan with a ``next_expansion`` or ``paused`` never carries
+it: a recurring plan between two days, or a paused plan, is not settled.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
@@ -93,6 +98,7 @@ T = TypeVar("T")
 CREATING = "creating"
 PENDING = "pending"
 EXECUTED = "executed"
+EXPANSION = "expansion"
 
 # Index partitions per bucket. 8 spreads index writes over 8 partitions (each takes
 # ~1,000 writes/s) while a list costs 8 small Queries per bucket, run in parallel.
@@ -112,6 +118,9 @@ SCAN_MAX_PAGES = 10
 # BatchWriteItem takes at most 25 requests, BatchGetItem 100 keys.
 BATCH_SIZE = 25
 BATCH_GET_SIZE = 100
+# add_executors writes this many executors per TransactWriteItems, with the plan's
+# update (a transaction takes at most 100 items and 4 MB).
+TRANSACT_EXECUTORS = 24
 # Reads of a plan's executors when deleting it, while the index lists fewer than the
 # plan counts (an index lagging behind add_plan).
 INDEX_LAG_READS = 4
@@ -209,6 +218,14 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
         bucket = UnicodeAttribute(hash_key=True)
         bucket_order = UnicodeAttribute(range_key=True)
 
+    class PlansByExpansion(GlobalSecondaryIndex[Any]):
+        class Meta:
+            index_name = "by_expansion"
+            projection = AllProjection()
+
+        expansion_bucket = UnicodeAttribute(hash_key=True)
+        expansion_order = UnicodeAttribute(range_key=True)
+
     class PlanModel(Model):
         class Meta:
             table_name = settings.plans_table
@@ -239,7 +256,15 @@ def build_models(settings: Settings) -> tuple[Any, Any]:
         expires_at = TTLAttribute(null=True)
         # The plan body's safety options (JSON); absent when the plan gave none.
         safety = JSONAttribute(null=True)
+        # Recurring plans: absent on plans that never had them (read as False / None).
+        paused = BooleanAttribute(null=True)
+        last_expanded = UnicodeAttribute(null=True)  # YYYY-MM-DD
+        next_expansion = UnicodeAttribute(null=True)
+        # by_expansion's keys, present only while next_expansion is (a sparse index).
+        expansion_bucket = UnicodeAttribute(null=True)
+        expansion_order = UnicodeAttribute(null=True)
         by_bucket = PlansByBucket()
+        by_expansion = PlansByExpansion()
 
     class ExecutorsByBucket(GlobalSecondaryIndex[Any]):
         class Meta:
@@ -480,6 +505,9 @@ class DynamoStore:
             fingerprint=plan.fingerprint,
             next_execution=to_storage(min(pending)) if pending else None,
             safety=plan.safety,
+            paused=plan.paused or None,
+            last_expanded=_optional_date(plan.last_expanded),
+            **_expansion_keys(plan.id, plan.next_expansion),
             **{_count_name(status): counts[status] for status in ExecutorStatus},
         )
         try:
@@ -670,7 +698,238 @@ class DynamoStore:
             fingerprint=item.fingerprint,
             next_execution=_optional_time(item.next_execution),
             safety=item.safety,
+            paused=bool(item.paused),
+            last_expanded=date.fromisoformat(item.last_expanded) if item.last_expanded else None,
+            next_expansion=_optional_time(item.next_expansion),
         )
+
+    # -- recurring plans ---------------------------------------------------------------
+
+    def list_due_expansions(self, now: datetime, limit: int) -> list[str]:
+        model = self._plans
+        partitions = [
+            _Partition(model.by_expansion, f"{EXPANSION}#{shard}", "expansion_order")
+            for shard in range(SHARDS)
+        ]
+        read = _Read(
+            model,
+            # Keys are "<next_expansion>#<id>"; '$' sorts after '#', so "<now>$" is above
+            # every key of the instant ``now`` (due, inclusive) and below any later one.
+            high=to_storage(now) + "$",
+            # A plan being created has its keys already; it is not due until committed.
+            filter_condition=model.committed == True,  # noqa: E712
+            max_pages=SCAN_MAX_PAGES,
+        )
+        return [item.id for item in self._merged(partitions, read, limit)[0]]
+
+    def add_executors(self, plan_id: str, executors: Sequence[Executor]) -> list[str]:
+        for executor in executors:
+            if executor.plan_id != plan_id:
+                raise ValueError(
+                    f"executor {executor.id} belongs to plan {executor.plan_id}, not {plan_id}"
+                )
+        try:
+            items = {executor.id: self._executor_item(executor) for executor in executors}
+            for item in items.values():
+                item.serialize()
+        except (TypeError, ValueError) as error:
+            raise StorageError(
+                f"could not store the executors of plan {plan_id}: {error}"
+            ) from error
+        added: list[str] = []
+        unique = list(dict.fromkeys(executor.id for executor in executors))
+        by_id = {executor.id: executor for executor in executors}
+        for start in range(0, len(unique), TRANSACT_EXECUTORS):
+            chunk = [
+                by_id[executor_id] for executor_id in unique[start : start + TRANSACT_EXECUTORS]
+            ]
+            added += self._add_executor_chunk(plan_id, chunk, items)
+        pending: dict[str, datetime | None] = {
+            executor_id: by_id[executor_id].next_run_time
+            for executor_id in added
+            if by_id[executor_id].status.is_pending
+        }
+        if pending:
+            self._refresh_plan(plan_id, pending)
+        return added
+
+    def _add_executor_chunk(
+        self, plan_id: str, chunk: list[Executor], items: dict[str, Any]
+    ) -> list[str]:
+        """One TransactWriteItems: a conditional put of each executor (it must not exist)
+        and the plan's counts for all of them (it must exist, committed). An executor
+        already stored fails its condition and cancels the transaction; the reasons say
+        which ones, and the rest are written again without them."""
+        plans, model = self._plans, self._executors
+        remaining = list(chunk)
+        while remaining:
+            counts = Counter(executor.status for executor in remaining)
+            actions = [getattr(plans, _count_name(status)).add(n) for status, n in counts.items()]
+            if any(status.is_pending for status in counts):
+                # Something pending again: listed with the pending plans, not expiring.
+                actions += [plans.bucket.set(_bucket(PENDING, plan_id)), plans.expires_at.remove()]
+            batch = remaining
+
+            def write(batch: list[Executor] = batch, actions: list[Any] = actions) -> None:
+                with TransactWrite(
+                    connection=self._connection, client_request_token=uuid.uuid4().hex
+                ) as transaction:
+                    # Puts first, then the plan's update: TransactItems keep that order
+                    # (PynamoDB sends puts before updates), so reasons[i] is batch[i]'s.
+                    for executor in batch:
+                        transaction.save(items[executor.id], condition=model.id.does_not_exist())
+                    transaction.update(
+                        plans(plan_id),
+                        actions=actions,
+                        condition=plans.id.exists() & (plans.committed == True),  # noqa: E712
+                    )
+
+            try:
+                self._retrying(f"add executors to plan {plan_id}", write)
+            except PynamoDBException as error:
+                if error.cause_response_code != "TransactionCanceledException":
+                    raise StorageError(
+                        f"could not add executors to plan {plan_id}: {error}"
+                    ) from error
+                codes, _ = cancellation_reasons(error)
+                if codes[len(batch) : len(batch) + 1] == [CONDITION_FAILED]:
+                    raise PlanNotFound(plan_id) from None
+                stored = {
+                    executor.id
+                    for executor, code in zip(batch, codes, strict=False)
+                    if code == CONDITION_FAILED
+                }
+                if not stored:
+                    raise StorageError(
+                        f"could not add executors to plan {plan_id}: cancelled for {codes}"
+                    ) from error
+                # Already stored (an expansion run before, or at the same time): skipped.
+                remaining = [executor for executor in batch if executor.id not in stored]
+                continue
+            return [executor.id for executor in batch]
+        return []
+
+    def set_expansion(
+        self,
+        plan_id: str,
+        expected_last: date | None,
+        last_expanded: date | None,
+        next_expansion: datetime | None,
+    ) -> bool:
+        plans = self._plans
+        expected = _optional_date(expected_last)
+        for _ in range(self._backoff.attempts):
+            item = self._plan_item(plan_id)
+            if item is None:
+                raise PlanNotFound(plan_id)
+            if item.last_expanded != expected or item.paused:
+                return False
+            actions = self._expansion_actions(plan_id, last_expanded, next_expansion)
+            actions += self._placement(item, paused=False, recurring=next_expansion is not None)
+            # The condition that makes this the one expansion of the day: the stored
+            # last_expanded is still the one read, and the plan is not paused. (A
+            # conditional UpdateItem is atomic: of two callers from one state, one passes.)
+            condition = (
+                self._as_read(item)
+                & _equals_or_absent(plans.last_expanded, expected)
+                & _not_paused(plans)
+            )
+            if self._conditional_update(
+                f"record the expansion of plan {plan_id}", item, actions, condition
+            ):
+                return True
+            # Changed since it was read: read again, which decides.
+        raise StorageError(f"could not record the expansion of plan {plan_id}: it kept changing")
+
+    def set_paused(
+        self,
+        plan_id: str,
+        paused: bool,
+        last_expanded: date | None,
+        next_expansion: datetime | None,
+    ) -> Plan:
+        plans = self._plans
+        what = f"pause plan {plan_id}" if paused else f"resume plan {plan_id}"
+        for _ in range(self._backoff.attempts):
+            item = self._plan_item(plan_id)
+            if item is None:
+                raise PlanNotFound(plan_id)
+            actions = [plans.paused.set(True) if paused else plans.paused.remove()]
+            actions += self._expansion_actions(plan_id, last_expanded, next_expansion)
+            actions += self._placement(item, paused=paused, recurring=next_expansion is not None)
+            if self._conditional_update(what, item, actions, self._as_read(item)):
+                return self._plan(item)
+        raise StorageError(f"could not {what}: it kept changing")
+
+    def _expansion_actions(
+        self, plan_id: str, last_expanded: date | None, next_expansion: datetime | None
+    ) -> list[Any]:
+        plans = self._plans
+        values: dict[str, str | None] = {
+            "last_expanded": _optional_date(last_expanded),
+            **_expansion_keys(plan_id, next_expansion),
+        }
+        return [
+            getattr(plans, name).remove() if value is None else getattr(plans, name).set(value)
+            for name, value in values.items()
+        ]
+
+    def _placement(self, item: Any, *, paused: bool, recurring: bool) -> list[Any]:
+        """The actions that put a committed plan read as ``item`` in its list bucket, given
+        whether it will be paused and have a next expansion: pending while an executor is
+        pending or an expansion is to come; otherwise executed, without a next execution,
+        and expiring after the retention unless paused (a paused plan may be resumed)."""
+        plans = self._plans
+        if not item.committed:
+            return []  # commit_plan places it
+        pending = _pending_count(item) > 0
+        actions: list[Any] = [] if pending else [plans.next_execution.remove()]
+        if pending or recurring:
+            return [
+                *actions,
+                plans.bucket.set(_bucket(PENDING, item.id)),
+                plans.expires_at.remove(),
+            ]
+        actions.append(plans.bucket.set(_bucket(EXECUTED, item.id)))
+        if paused:
+            actions.append(plans.expires_at.remove())
+        elif not (str(item.bucket).startswith(f"{EXECUTED}#") and item.expires_at is not None):
+            actions.append(plans.expires_at.set(self._now() + self._retention))
+        return actions
+
+    def _as_read(self, item: Any) -> Any:
+        """A condition that the plan's counters, commitment and bucket are still as read:
+        what ``_placement`` decided from."""
+        plans = self._plans
+        return (
+            plans.id.exists()
+            & (plans.committed == bool(item.committed))
+            & (plans.count_scheduled == int(item.count_scheduled or 0))
+            & (plans.count_running == int(item.count_running or 0))
+            & (plans.bucket == item.bucket)
+        )
+
+    def _plan_item(self, plan_id: str) -> Any:
+        """The plan's item, read consistently; None when it does not exist."""
+        try:
+            return self._retrying(
+                f"read plan {plan_id}", lambda: self._plans.get(plan_id, consistent_read=True)
+            )
+        except self._plans.DoesNotExist:
+            return None
+        except PynamoDBException as error:
+            raise StorageError(f"could not read plan {plan_id}: {error}") from error
+
+    def _conditional_update(self, what: str, item: Any, actions: list[Any], condition: Any) -> bool:
+        """UpdateItem ``item`` (refreshed with the new values); False when the condition
+        failed."""
+        try:
+            self._retrying(what, lambda: item.update(actions=actions, condition=condition))
+        except PynamoDBException as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise StorageError(f"could not {what}: {error}") from error
+        return True
 
     # -- safety ------------------------------------------------------------------------
 
@@ -1061,29 +1320,31 @@ class DynamoStore:
         return min(candidates, default=None)
 
     def _settle(self, plan_id: str) -> None:
-        """Move a committed plan with no pending executor to the executed bucket, and set
-        its TTL; nothing when the (exact) counters say some executor is still pending."""
+        """Place a committed plan whose (exact) counters say nothing is pending: executed,
+        without a next execution and expiring after the retention; but still pending while
+        it has a next expansion, and never expiring while paused. Nothing when an executor
+        is pending, or the plan is not committed (it settles when committed) or gone.
+
+        One consistent read and a write conditional on what was read; read again when the
+        plan changed in between."""
         plans = self._plans
-        try:
-            self._retrying(
-                f"settle plan {plan_id}",
-                lambda: plans(plan_id).update(
-                    actions=[
-                        plans.bucket.set(_bucket(EXECUTED, plan_id)),
-                        plans.next_execution.remove(),
-                        plans.expires_at.set(self._now() + self._retention),
-                    ],
-                    condition=plans.id.exists()
-                    & (plans.count_scheduled == 0)
-                    & (plans.count_running == 0)
-                    & plans.bucket.startswith(f"{PENDING}#"),
-                ),
+        for _ in range(self._backoff.attempts):
+            item = self._plan_item(plan_id)
+            if item is None or not item.committed or _pending_count(item):
+                return
+            recurring = item.next_expansion is not None
+            paused = bool(item.paused)
+            if _is_placed(item, recurring=recurring, paused=paused):
+                return
+            actions = self._placement(item, paused=paused, recurring=recurring)
+            condition = (
+                self._as_read(item)
+                & _equals_or_absent(plans.next_expansion, item.next_expansion)
+                & (plans.paused == True if paused else _not_paused(plans))  # noqa: E712
             )
-        except PynamoDBException as error:
-            # Pending executors left, a plan not committed (it settles when committed), or
-            # no plan: nothing to do.
-            if error.cause_response_code != "ConditionalCheckFailedException":
-                raise
+            if self._conditional_update(f"settle plan {plan_id}", item, actions, condition):
+                return
+        log.warning("could not settle the plan: it kept changing", extra={"plan_id": plan_id})
 
     # -- reading and writing -----------------------------------------------------------
 
@@ -1298,6 +1559,44 @@ class DynamoStore:
 
 def _optional_time(text: str | None) -> datetime | None:
     return from_storage(text) if text else None
+
+
+def _optional_date(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+def _expansion_keys(plan_id: str, next_expansion: datetime | None) -> dict[str, str | None]:
+    """A plan's ``next_expansion`` and the by_expansion keys that follow it (all None, so
+    absent, when it has none: the index is sparse)."""
+    if next_expansion is None:
+        return {"next_expansion": None, "expansion_bucket": None, "expansion_order": None}
+    return {
+        "next_expansion": to_storage(next_expansion),
+        "expansion_bucket": _bucket(EXPANSION, plan_id),
+        "expansion_order": _order(next_expansion, plan_id),
+    }
+
+
+def _pending_count(item: Any) -> int:
+    return int(item.count_scheduled or 0) + int(item.count_running or 0)
+
+
+def _is_placed(item: Any, *, recurring: bool, paused: bool) -> bool:
+    """Whether a plan with nothing pending is already where ``_placement`` would put it."""
+    if item.next_execution is not None:
+        return False
+    if recurring:
+        return str(item.bucket).startswith(f"{PENDING}#") and item.expires_at is None
+    return str(item.bucket).startswith(f"{EXECUTED}#") and (item.expires_at is None) == paused
+
+
+def _equals_or_absent(attribute: Any, value: str | None) -> Any:
+    """``attribute == value``, or the attribute absent for None."""
+    return attribute.does_not_exist() if value is None else attribute == value
+
+
+def _not_paused(plans: Any) -> Any:
+    return plans.paused.does_not_exist() | (plans.paused == False)  # noqa: E712
 
 
 def _interval_id(group: str) -> str:
