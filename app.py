@@ -1,4 +1,4 @@
-"""Chalice app: the v1 HAL API, the attack Lambda and the reaper Lambda. It only wires."""
+"""Chalice app: the v1 HAL API and the attack, reaper and expander Lambdas. It only wires."""
 
 from __future__ import annotations
 
@@ -63,3 +63,14 @@ def reaper(event: CloudWatchEvent) -> dict[str, Any]:
     otherwise stay running, and its plan pending, forever.
     """
     return {"reaped": engine_of(app).runner.reap_lost()}
+
+
+@app.schedule("rate(1 hour)", name="expander")
+def expander(event: CloudWatchEvent) -> dict[str, Any]:
+    """Expand each recurring plan whose next day is due into that day's executors.
+
+    A day is due from 00:00 (engine timezone) of the day before, so an hourly run has
+    each day's executors in place about a day ahead; a run that is late, repeated or
+    concurrent with another adds nothing twice (chalicelib/services/recurrence.py).
+    """
+    return {"expanded": engine_of(app).expansion.expand_due()}

@@ -15,10 +15,14 @@ from chalicelib.services.execution import ExecutorRunner
 from chalicelib.services.executors import ExecutorService
 from chalicelib.services.guards import SafetyGuards
 from chalicelib.services.plans import PlanService
+from chalicelib.services.recurrence import ExpansionService
 from chalicelib.services.safety import HaltService
 from chalicelib.settings import Settings
 
 SchedulerFactory = Callable[[ExecutorRunner], Scheduler]
+# How often local mode runs the daily expansion (deployed: the expander's rate(1 hour)).
+# A day is due from 00:00 of the day before, so any interval under a day is on time.
+LOCAL_EXPAND_EVERY = timedelta(minutes=10)
 
 
 @dataclass
@@ -37,6 +41,8 @@ class Engine:
     halt: HaltService
     # The safety guards the runner asks (and a plan preview shows).
     guards: SafetyGuards
+    # The daily expansion of recurring plans (the expander Lambda, a local job).
+    expansion: ExpansionService
 
 
 def build_engine(
@@ -78,6 +84,14 @@ def build_engine(
     )
     scheduler = scheduler_factory(runner)
     runner.scheduler = scheduler
+    expansion = ExpansionService(
+        store=store,
+        scheduler=scheduler,
+        planners=planners,
+        clock=clock,
+        timezone=zone,
+        deadline=settings.plan_deadline,
+    )
     plans = PlanService(
         store=store,
         scheduler=scheduler,
@@ -90,6 +104,7 @@ def build_engine(
         deadline=settings.plan_deadline,
         attack_time_limit=settings.attack_time_limit,
         argument_policy=settings.argument_policy,
+        expansion=expansion,
     )
     executors = ExecutorService(
         store=store, scheduler=scheduler, clock=clock, timezone=zone, list_limit=settings.list_limit
@@ -105,11 +120,15 @@ def build_engine(
         scheduler,
         halt=HaltService(store, clock),
         guards=guards,
+        expansion=expansion,
     )
 
 
 def build_local_engine(
-    settings: Settings, clock: Clock | None = None, reap_every: timedelta | None = None
+    settings: Settings,
+    clock: Clock | None = None,
+    reap_every: timedelta | None = None,
+    expand_every: timedelta | None = None,
 ) -> Engine:
     """Local mode: the store ``settings.store`` names, and APScheduler.
 
@@ -117,8 +136,11 @@ def build_local_engine(
     ``moto``: the deployed DynamoDB code on moto's DynamoDB (started by the caller), in
     memory. Once started, the scheduler re-arms the store's scheduled executors, reaps
     lost ones every ``reap_every`` (default ``settings.reap_interval``) and, on SQLite,
-    purges what is past its retention (DynamoDB's TTL does that when deployed). The
-    caller shuts the scheduler down, then closes the store.
+    purges what is past its retention (DynamoDB's TTL does that when deployed). It
+    also runs the daily expansion of recurring plans at start (catching up after a
+    downtime) and every ``expand_every`` (default LOCAL_EXPAND_EVERY), as the expander
+    Lambda does when deployed. The caller shuts the scheduler down, then closes the
+    store.
     """
     from chalicelib.adapters.local_scheduler import LocalScheduler
 
@@ -145,6 +167,13 @@ def build_local_engine(
     else:
         raise ValueError(f"unknown local store {settings.store!r}")
 
+    # The scheduler is built before the expansion service (which needs it): its job
+    # reaches the service through this cell, filled once the engine is wired.
+    expansions: list[ExpansionService] = []
+
+    def expand() -> object:
+        return expansions[0].expand_due() if expansions else 0
+
     def local_scheduler(runner: ExecutorRunner) -> Scheduler:
         return LocalScheduler(
             runner.run,
@@ -153,13 +182,17 @@ def build_local_engine(
             reap=runner.reap_lost,
             reap_every=reap_every or settings.reap_interval,
             purge=purge,
+            expand=expand,
+            expand_every=expand_every or LOCAL_EXPAND_EVERY,
         )
 
     try:
-        return build_engine(settings, store, local_scheduler, clock)
+        engine = build_engine(settings, store, local_scheduler, clock)
     except BaseException:
         store.close()
         raise
+    expansions.append(engine.expansion)
+    return engine
 
 
 def build_aws_engine(settings: Settings) -> Engine:

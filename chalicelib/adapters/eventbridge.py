@@ -203,6 +203,13 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
+def _says_exists(error: ClientError) -> bool:
+    """Whether a ConflictException is the one for a name in use ("... already exists"),
+    not a conflicting change in progress."""
+    text = str(error.response.get("Error", {}).get("Message", ""))
+    return "already exist" in text.lower()
+
+
 def _may_have_taken_effect(error: BaseException) -> bool:
     """Whether a failed call may still have changed something (its answer was lost, or
     the service failed after acting). A refusal changed nothing."""
@@ -479,7 +486,17 @@ class EventBridgeScheduler:
             except ValueError as error:
                 raise _Refused(str(error)) from None
             # One token for all attempts: a retry after a lost answer is not a second create.
-            self._call("create_schedule", budget, **definition, ClientToken=uuid.uuid4().hex)
+            try:
+                self._call("create_schedule", budget, **definition, ClientToken=uuid.uuid4().hex)
+            except ClientError as error:
+                # A schedule of this name exists: the executor's, created by an earlier
+                # attempt or by another run of the daily expansion (names are executor
+                # ids, and an executor's schedule is only ever created for its current
+                # time). Creating it is done. AWS answers ConflictException:
+                # https://docs.aws.amazon.com/scheduler/latest/APIReference/API_CreateSchedule.html
+                if _code(error) != "ConflictException" or not _says_exists(error):
+                    raise
+                log.info("schedule exists already", extra={"executor_id": executor.id})
 
         return create
 

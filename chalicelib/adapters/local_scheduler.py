@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 # The ids of the housekeeping jobs, which are no executor's.
 REAPER_JOB = "cme-reaper"
 PURGE_JOB = "cme-purge"
-HOUSEKEEPING_JOBS = frozenset({REAPER_JOB, PURGE_JOB})
+EXPANDER_JOB = "cme-expander"
+HOUSEKEEPING_JOBS = frozenset({REAPER_JOB, PURGE_JOB, EXPANDER_JOB})
 # Executors read per page when re-arming at start.
 REARM_PAGE = 500
 # Local mode keeps the second-level lead times the 2017 engine had: APScheduler fires a
@@ -41,7 +42,13 @@ class LocalScheduler:
     Given ``reap``, it also calls it at start and every ``reap_every``, as the reaper
     Lambda's schedule does in AWS (an executor left ``running`` by a crash is ended by
     it once its lease is over); given ``purge``, likewise every ``purge_every`` (the
-    retention that DynamoDB's TTL applies when deployed).
+    retention that DynamoDB's TTL applies when deployed); given ``expand``, the daily
+    expansion of recurring plans at start (catching up after a downtime) and every
+    ``expand_every``, as the expander Lambda's schedule does in AWS.
+
+    Creating a job whose id exists replaces it (``replace_existing``): creating a
+    schedule that already exists is success, as the expansion needs when two runs
+    schedule the same occurrence.
     """
 
     def __init__(
@@ -54,6 +61,8 @@ class LocalScheduler:
         reap_every: timedelta = timedelta(seconds=60),
         purge: Callable[[], object] | None = None,
         purge_every: timedelta = timedelta(hours=1),
+        expand: Callable[[], object] | None = None,
+        expand_every: timedelta = timedelta(minutes=10),
     ) -> None:
         self._run_executor = run_executor
         self._store = store
@@ -61,6 +70,8 @@ class LocalScheduler:
         self._reap_every = reap_every
         self._purge = purge
         self._purge_every = purge_every
+        self._expand = expand
+        self._expand_every = expand_every
         self._scheduler = BackgroundScheduler(
             timezone=timezone,
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
@@ -89,6 +100,7 @@ class LocalScheduler:
         for job_id, call, every, name in (
             (REAPER_JOB, self._reap, self._reap_every, "reap lost executors"),
             (PURGE_JOB, self._purge, self._purge_every, "purge expired executors and plans"),
+            (EXPANDER_JOB, self._expand, self._expand_every, "expand recurring plans"),
         ):
             if call is not None:
                 self._scheduler.add_job(

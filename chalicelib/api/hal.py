@@ -67,6 +67,21 @@ def plan_executors_href(plan_id: str, cursor: str | None = None) -> str:
     return f"{BASE}/executors/?{urlencode(sorted(values.items()))}"
 
 
+def recurrence_of(plan: Plan) -> dict[str, Any] | None:
+    """A recurring plan's stored planner args (seed included); None for a one-shot plan.
+
+    Only a recurring plan has an expansion state (``next_expansion``, ``last_expanded``)
+    and only its planner stores a ``seed`` (one it drew when the body gave none), so
+    either marks it, paused or past its end alike.
+    """
+    args = plan.planner.get("args")
+    if not isinstance(args, dict):
+        return None
+    expands = plan.next_expansion is not None or plan.last_expanded is not None
+    seeded = isinstance(args.get("seed"), int) and not isinstance(args.get("seed"), bool)
+    return redact(args) if expands or seeded else None
+
+
 def plan_document(
     plan: Plan, zone: tzinfo, executors: Page[Executor] | None = None
 ) -> dict[str, Any]:
@@ -90,6 +105,11 @@ def plan_document(
         "attack": redact(plan.attack),
         # Stop conditions and the minimum interval; null when the plan gave none.
         "safety": redact(plan.safety),
+        # Recurring plans: the stored args (with their seed) each day is expanded from.
+        "recurrence": recurrence_of(plan),
+        "paused": plan.paused,
+        "next_expansion": to_api(plan.next_expansion, zone),
+        "last_expanded": None if plan.last_expanded is None else plan.last_expanded.isoformat(),
         "_links": links,
     }
     if executors is not None:

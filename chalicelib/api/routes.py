@@ -194,6 +194,15 @@ def get_plan(plan_id: str) -> Response:
     return hal(plan_document(view.plan, current.settings.timezone, view.executors))
 
 
+@api.route("/plans/{plan_id}", methods=["PUT"], content_types=BODY_TYPES)
+@json_errors
+def update_plan(plan_id: str) -> Response:
+    """Pause (``{"paused": true}``) or resume (``{"paused": false}``) a plan."""
+    current = engine()
+    view = current.plans.update(plan_id, json_body())
+    return hal(plan_document(view.plan, current.settings.timezone, view.executors))
+
+
 @api.route("/plans/{plan_id}", methods=["DELETE"])
 @json_errors
 def delete_plan(plan_id: str) -> Response:

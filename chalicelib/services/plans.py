@@ -16,7 +16,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 
 from chalicelib.domain.errors import (
@@ -30,7 +30,7 @@ from chalicelib.domain.errors import (
     SchedulingError,
     clip,
 )
-from chalicelib.domain.model import Executor, Plan, ProposedExecutor
+from chalicelib.domain.model import Executor, ExecutorStatus, Plan, ProposedExecutor
 from chalicelib.domain.ports import (
     MAX_PAGE_SIZE,
     Clock,
@@ -40,6 +40,7 @@ from chalicelib.domain.ports import (
     Scheduler,
     Store,
 )
+from chalicelib.domain.recurrence import next_expansion
 from chalicelib.domain.redaction import redact, redact_text
 from chalicelib.domain.safety import SAFETY_SCHEMA, Verdict
 from chalicelib.domain.times import Deadline, ceil_to_second
@@ -55,6 +56,13 @@ from chalicelib.plugins.secret_policy import ArgumentPolicy, SecretVault
 from chalicelib.plugins.validation import validate, validate_planner
 from chalicelib.services.limits import check_plan_size, check_proposals
 from chalicelib.services.paging import plan_executor_ids
+from chalicelib.services.recurrence import (
+    ExpansionService,
+    end_date_of,
+    first_expansion,
+    occurrence_ids,
+    recurring_class,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,18 @@ PLAN_SCHEMA: dict[str, Any] = {
         },
     },
     "required": ["name", "attack", "planner"],
+}
+
+# PlanService has a ``list`` method, which hides the builtin in its annotations.
+ExecutorList = list[Executor]
+ProposalList = list[ProposedExecutor]
+
+# PUT /plans/<id>: what may change on a plan.
+PLAN_UPDATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"paused": {"type": "boolean"}},
+    "required": ["paused"],
+    "additionalProperties": False,
 }
 
 # Idempotency keys: what a client may send (a UUID is the usual choice).
@@ -193,6 +213,8 @@ class PlanService:
     attack_time_limit: timedelta = timedelta(seconds=870)
     # The secrets a plan may reference and the addresses it may name (operator settings).
     argument_policy: ArgumentPolicy = field(default_factory=ArgumentPolicy)
+    # Expands a resumed recurring plan at once (None: the expansion job will).
+    expansion: ExpansionService | None = None
 
     @property
     def executor_limit(self) -> int:
@@ -274,21 +296,50 @@ class PlanService:
         safety = self._check_safety(payload.get("safety"))
         check_plan_size(payload["planner"], attack_config)
 
-        proposals = self._propose(planner_class, payload["name"], payload["planner"], attack_config)
+        proposals, recurrence_args = self._propose(
+            planner_class, payload["name"], payload["planner"], attack_config
+        )
+        created = self.clock.now()
+        # A recurring plan stores the args its planner completed (the seed, a start
+        # date), so that every later day expands the same way; the idempotency
+        # fingerprint stays the request's.
+        planner_config = (
+            payload["planner"]
+            if recurrence_args is None
+            else {**payload["planner"], "args": recurrence_args}
+        )
+        recurring = recurring_class(planner_class) if recurrence_args is not None else None
         plan = Plan(
             id=plan_id or uuid.uuid4().hex,
             name=payload["name"],
-            created=self.clock.now(),
-            planner=payload["planner"],
+            created=created,
+            planner=planner_config,
             attack=attack_config,
             dry_run=bool(payload.get("dry_run", False)),
             committed=False,
             fingerprint=digest,
             safety=safety,
+            next_expansion=(
+                None
+                if recurring is None or recurrence_args is None
+                else first_expansion(created, recurrence_args, self.timezone)
+            ),
+        )
+        # Today's executors of a recurring plan get the ids its expansion gives that day.
+        ids = (
+            {}
+            if recurring is None or recurrence_args is None
+            else occurrence_ids(
+                recurring,
+                plan.id,
+                recurrence_args,
+                created.astimezone(self.timezone).date(),
+                self.timezone,
+            )
         )
         executors = [
             Executor(
-                id=uuid.uuid4().hex,
+                id=ids.get(ceil_to_second(proposal.run_at)) or uuid.uuid4().hex,
                 plan_id=plan.id,
                 name=proposal.name,
                 next_run_time=ceil_to_second(proposal.run_at),
@@ -372,12 +423,17 @@ class PlanService:
         name: str,
         planner_config: dict[str, Any],
         attack_config: dict[str, Any],
-    ) -> list[ProposedExecutor]:
+    ) -> tuple[list[ProposedExecutor], dict[str, Any] | None]:
+        """The planner's proposals, checked, and the args a recurring planner wants
+        stored with the plan (``recurrence_args``; None for a one-shot planner)."""
         limit = self.executor_limit
         planner = planner_class(name)
         planner.timezone = self.timezone
         planner.clock = self.clock
         planner.max_executors = limit
+        if hasattr(planner, "lead_time"):
+            # Today's occurrences closer than this are left out rather than refused.
+            planner.lead_time = self.scheduler.min_lead_time
         try:
             planner.plan(planner_config, attack_config)
         except InvalidRequest:
@@ -385,7 +441,12 @@ class PlanService:
         except Exception as error:  # a planner choking on its input is the input's fault
             raise PlanningError(f"{type(error).__name__}: {error}") from error
         proposals = planner.proposals
-        if not proposals:
+        recurrence_args = getattr(planner, "recurrence_args", None)
+        if not isinstance(recurrence_args, dict) or recurring_class(planner_class) is None:
+            recurrence_args = None
+        # A recurring plan created after today's window has nothing today: its later
+        # days come from the daily expansion.
+        if not proposals and recurrence_args is None:
             raise PlanningError("the planner proposed no executors")
         check_proposals(proposals)
         if len(proposals) > limit:
@@ -409,7 +470,7 @@ class PlanService:
                 self._check_attack(
                     self.attacks.resolve(proposal.attack.get("ref")), proposal.attack
                 )
-        return proposals
+        return proposals, recurrence_args
 
     def _undo(self, plan: Plan, created: list[str], deadline: Deadline) -> None:
         log.warning(
@@ -446,6 +507,145 @@ class PlanService:
         self.store.delete_plan(plan)
         self.scheduler.delete(ids)
         log.info("plan deleted", extra={"plan_id": plan_id, "executors": len(ids)})
+
+    def update(self, plan_id: str, payload: Any) -> PlanView:
+        """Pause (``{"paused": true}``) or resume (``{"paused": false}``) a plan; returns
+        it as ``get`` does. Asking for the state a plan is in changes nothing.
+
+        Pausing stops the plan's expansion and deletes its scheduled executors and their
+        schedules (a running one finishes; executed ones stay). Resuming plans again
+        from now: a recurring plan expands today's remaining window and tomorrow at
+        once; a one-shot plan's planner runs again and its proposals still ahead of now
+        + the scheduler's lead time are added (with new ids).
+        """
+        validate(payload, PLAN_UPDATE_SCHEMA, "plan")
+        plan = self.store.get_plan(plan_id)
+        if plan is None or not plan.committed:
+            raise PlanNotFound(plan_id)
+        if payload["paused"] and not plan.paused:
+            self._pause(plan)
+        elif not payload["paused"] and plan.paused:
+            self._resume(plan)
+        return self.get(plan_id)
+
+    def _pause(self, plan: Plan) -> None:
+        # The flag first: an expansion that runs meanwhile is refused at its commit
+        # (set_expansion) and removes what it added.
+        self.store.set_paused(plan.id, True, plan.last_expanded, None)
+        pending = self._scheduled_executors(plan.id)
+        # The store first, conditional on each one's status as a claim is: one claimed
+        # meanwhile is running and is left to finish.
+        removed = [executor.id for executor in pending if self.store.delete_executor(executor)]
+        self.scheduler.delete(removed)
+        log.info("plan paused", extra={"plan_id": plan.id, "executors": len(removed)})
+
+    def _scheduled_executors(self, plan_id: str) -> ExecutorList:
+        query = ExecutorQuery(
+            executed=False, plan_id=plan_id, statuses=frozenset({ExecutorStatus.SCHEDULED})
+        )
+        found: ExecutorList = []
+        cursor: str | None = None
+        while True:
+            page = self.store.list_executors(query, MAX_PAGE_SIZE, cursor)
+            found.extend(page.items)
+            if page.cursor is None or not page.items:
+                return found
+            cursor = page.cursor
+
+    def _resume(self, plan: Plan) -> None:
+        try:
+            planner_class: type[Planner] | None = self.planners.resolve(plan.planner.get("ref"))
+        except EngineError as error:
+            log.warning(
+                "resumed plan's planner is not loaded; nothing planned: %s",
+                error.message,
+                extra={"plan_id": plan.id},
+            )
+            planner_class = None
+        today = self.clock.now().astimezone(self.timezone).date()
+        recurring = None if planner_class is None else recurring_class(planner_class)
+        if recurring is not None:
+            # Yesterday counts as expanded: today's window (what is left of it) and
+            # tomorrow are expanded again; occurrence ids make it add only what is gone.
+            yesterday = today - timedelta(days=1)
+            end = end_date_of(plan.planner.get("args") or {})
+            following = next_expansion(yesterday, today, yesterday, self.timezone, end)
+            self.store.set_paused(plan.id, False, yesterday, following)
+            log.info("plan resumed", extra={"plan_id": plan.id})
+            if self.expansion is not None:
+                try:
+                    self.expansion.expand_plan(plan.id)
+                except Exception:
+                    # The plan is due: the expansion job's next run does it.
+                    log.exception("resumed plan not expanded yet", extra={"plan_id": plan.id})
+            return
+        self.store.set_paused(plan.id, False, plan.last_expanded, None)
+        executors = [] if planner_class is None else self._replan(planner_class, plan)
+        added_ids = set(self.store.add_executors(plan.id, executors)) if executors else set()
+        added = [executor for executor in executors if executor.id in added_ids]
+        try:
+            self.scheduler.create(added, Deadline(self.deadline.total_seconds()))
+        except Exception as error:
+            created = (
+                list(error.created)
+                if isinstance(error, SchedulingError)
+                else [executor.id for executor in added]
+            )
+            for executor in added:
+                self.store.delete_executor(executor)
+            self.scheduler.delete(created)
+            self.store.set_paused(plan.id, True, plan.last_expanded, None)
+            if isinstance(error, EngineError):
+                raise
+            raise SchedulingError(str(error)) from error
+        log.info("plan resumed", extra={"plan_id": plan.id, "executors": len(added)})
+
+    def _replan(self, planner_class: type[Planner], plan: Plan) -> ExecutorList:
+        """A one-shot plan's planner run again now: the executors it proposes that are
+        still ahead of now + the lead time (none when it can no longer plan)."""
+        try:
+            proposals, _ = self._propose(planner_class, plan.name, plan.planner, plan.attack)
+        except EngineError as error:
+            log.info(
+                "resumed plan has nothing left to plan: %s",
+                error.message,
+                extra={"plan_id": plan.id},
+            )
+            # A proposal too close or past makes _propose refuse them all: keep the rest.
+            proposals = self._proposals_ahead(planner_class, plan)
+        return [
+            Executor(
+                id=uuid.uuid4().hex,
+                plan_id=plan.id,
+                name=proposal.name,
+                next_run_time=ceil_to_second(proposal.run_at),
+                attack=proposal.attack,
+                dry_run=plan.dry_run,
+            )
+            for proposal in proposals
+        ]
+
+    def _proposals_ahead(self, planner_class: type[Planner], plan: Plan) -> ProposalList:
+        planner = planner_class(plan.name)
+        planner.timezone = self.timezone
+        planner.clock = self.clock
+        planner.max_executors = self.executor_limit
+        if hasattr(planner, "lead_time"):
+            planner.lead_time = self.scheduler.min_lead_time
+        try:
+            planner.plan(plan.planner, plan.attack)
+            cutoff = (self.clock.now() + self.scheduler.min_lead_time).astimezone(UTC)
+            ahead = [p for p in planner.proposals if p.run_at.astimezone(UTC) > cutoff]
+            check_proposals(ahead)
+            for proposal in ahead:
+                if proposal.attack is not plan.attack:
+                    self._check_attack(
+                        self.attacks.resolve(proposal.attack.get("ref")), proposal.attack
+                    )
+        except Exception as error:
+            log.info("resumed plan cannot be planned again: %s", error, extra={"plan_id": plan.id})
+            return []
+        return ahead[: self.executor_limit]
 
     def page_size(self, limit: int | None) -> int:
         """The page size a request asked for, or the default; within 1..MAX_PAGE_SIZE."""
