@@ -987,3 +987,190 @@ def test_record_attack_gives_up_with_a_storage_error_when_throttling_lasts(
     with pytest.raises(StorageError, match="could not record an attack on 'plan:p1' after 10"):
         store.record_attack("plan:p1", T0, timedelta(minutes=5))
     assert store.last_attack("plan:p1") is None
+
+
+# -- recurring plans -----------------------------------------------------------------------
+
+DAY = datetime(2026, 12, 1, tzinfo=UTC).date()
+
+
+def recurring_plan(
+    store: DynamoStore, plan_id: str, executors: list[Executor], next_expansion: datetime | None
+) -> Plan:
+    plan = Plan(
+        id=plan_id,
+        name="recurring",
+        created=T0 - timedelta(hours=1),
+        planner={"ref": "recurring_planner:RecurringPlanner", "args": {}},
+        attack={"ref": "api_request:ApiRequest", "args": {}},
+        next_expansion=next_expansion,
+    )
+    store.add_plan(plan, executors)
+    store.commit_plan(plan_id)
+    return plan
+
+
+def raw_plan(plan_id: str) -> dict[str, Any]:
+    return dict(raw_client().get_item(TableName="test-plans", Key={"id": {"S": plan_id}})["Item"])
+
+
+def test_due_expansions_are_queries_on_the_sparse_index_merged_across_shards(
+    store: DynamoStore, faults: Faults
+):
+    ids = [f"r{number}" for number in range(12)]
+    assert len({shard_of(plan_id) for plan_id in ids}) > 1
+    for number, plan_id in enumerate(ids):
+        recurring_plan(store, plan_id, [], T0 + timedelta(minutes=number))
+    stored_plan(store, "plain", executors_of("plain", 1))
+    # Without a next expansion a plan carries no key of the index at all (it is sparse).
+    assert not {"next_expansion", "expansion_bucket", "expansion_order"} & raw_plan("plain").keys()
+    assert raw_plan("r3")["expansion_bucket"]["S"] == f"expansion#{shard_of('r3')}"
+    faults.requests.clear()
+
+    assert store.list_due_expansions(T0 + timedelta(minutes=7), 5) == ids[:5]
+    assert store.list_due_expansions(T0 + timedelta(minutes=7), 50) == ids[:8]
+
+    operations = {operation for operation, _ in faults.requests}
+    assert operations == {"Query"}
+    assert {body["IndexName"] for _, body in faults.requests} == {"by_expansion"}
+
+
+def test_an_expansion_past_the_end_removes_the_index_keys(store: DynamoStore):
+    recurring_plan(store, "r1", [], T0)
+
+    assert store.set_expansion("r1", None, DAY, None)
+
+    assert not {"next_expansion", "expansion_bucket", "expansion_order"} & raw_plan("r1").keys()
+    assert store.list_due_expansions(T0 + timedelta(days=30), 10) == []
+
+
+def test_a_recurring_plan_between_days_never_expires_and_a_paused_one_neither(
+    store: DynamoStore, clock: FixedClock, settings: Settings
+):
+    (only,) = executors_of("r1", 1)
+    recurring_plan(store, "r1", [only], T0 + timedelta(days=1))
+    claim_and_finish(store, only)
+
+    item = raw_plan("r1")
+    assert item["bucket"]["S"] == f"pending#{shard_of('r1')}"
+    assert "expires_at" not in item and "next_execution" not in item
+
+    # Past its end: settled, expiring after the retention.
+    assert store.set_expansion("r1", None, DAY, None)
+    item = raw_plan("r1")
+    assert item["bucket"]["S"] == f"executed#{shard_of('r1')}"
+    expected = clock.now() + settings.executed_retention
+    assert int(item["expires_at"]["N"]) == int(expected.timestamp())
+
+    # Paused: still executed in the lists (Plan.executed), but no TTL while paused.
+    store.set_paused("r1", True, DAY, None)
+    item = raw_plan("r1")
+    assert item["bucket"]["S"] == f"executed#{shard_of('r1')}"
+    assert "expires_at" not in item and item["paused"] == {"BOOL": True}
+
+    # Resumed with days to come: pending; resumed with none: expiring again.
+    store.set_paused("r1", False, DAY, T0 + timedelta(days=2))
+    item = raw_plan("r1")
+    assert item["bucket"]["S"] == f"pending#{shard_of('r1')}" and "expires_at" not in item
+    assert "paused" not in item
+    clock.advance(days=1)
+    store.set_paused("r1", False, DAY, None)
+    item = raw_plan("r1")
+    assert item["bucket"]["S"] == f"executed#{shard_of('r1')}"
+    expected = clock.now() + settings.executed_retention
+    assert int(item["expires_at"]["N"]) == int(expected.timestamp())
+
+
+def test_executors_added_to_a_settled_plan_take_its_ttl_away(store: DynamoStore):
+    (only,) = executors_of("p1", 1)
+    stored_plan(store, "p1", [only])
+    claim_and_finish(store, only)
+    assert "expires_at" in raw_plan("p1")
+
+    more = executors_of("p1", 3, every=timedelta(hours=1))[1:]
+    assert store.add_executors("p1", more) == [e.id for e in more]
+
+    item = raw_plan("p1")
+    assert "expires_at" not in item
+    assert item["bucket"]["S"] == f"pending#{shard_of('p1')}"
+    assert item["next_execution"]["S"] == "2026-12-01T11:00:00.000000Z"
+
+
+def test_add_executors_writes_a_transaction_per_24_executors_with_the_plans_counts(
+    store: DynamoStore, faults: Faults
+):
+    recurring_plan(store, "r1", [], T0)
+    day = executors_of("r1", 60)
+    faults.requests.clear()
+
+    assert store.add_executors("r1", day) == [e.id for e in day]
+
+    transactions = [
+        body for operation, body in faults.requests if operation == "TransactWriteItems"
+    ]
+    assert [len(body["TransactItems"]) for body in transactions] == [25, 25, 13]
+    for body in transactions:
+        *puts, update = body["TransactItems"]
+        assert all(put["Put"]["ConditionExpression"] == "attribute_not_exists (#0)" for put in puts)
+        assert update["Update"]["Key"] == {"id": {"S": "r1"}}
+    plan = store.get_plan("r1")
+    assert plan is not None and plan.counts.of(ExecutorStatus.SCHEDULED) == 60
+    assert plan.next_execution == T0
+
+
+def test_a_repeated_batch_is_one_cancelled_transaction_and_an_overlapping_one_two(
+    store: DynamoStore, faults: Faults
+):
+    recurring_plan(store, "r1", [], T0)
+    day = executors_of("r1", 3)
+    store.add_executors("r1", day[:2])
+    faults.requests.clear()
+
+    assert store.add_executors("r1", day[:2]) == []
+    assert [op for op, _ in faults.requests].count("TransactWriteItems") == 1
+
+    faults.requests.clear()
+    assert store.add_executors("r1", day) == [day[2].id]
+    transactions = [
+        body for operation, body in faults.requests if operation == "TransactWriteItems"
+    ]
+    assert [len(body["TransactItems"]) for body in transactions] == [4, 2]
+    plan = store.get_plan("r1")
+    assert plan is not None and plan.counts.of(ExecutorStatus.SCHEDULED) == 3
+
+
+def test_a_conflicting_add_executors_is_retried(
+    store: DynamoStore, faults: Faults, fake_time: FakeTime
+):
+    recurring_plan(store, "r1", [], T0)
+    day = executors_of("r1", 2)
+    faults.rules.append(
+        lambda operation, body, number: (
+            cancelled("None", "None", "TransactionConflict")
+            if operation == "TransactWriteItems" and number <= 2
+            else None
+        )
+    )
+
+    assert store.add_executors("r1", day) == [e.id for e in day]
+
+    assert faults.injected["TransactWriteItems"] == 2
+    assert fake_time.sleeps == [0.05, 0.1]
+    plan = store.get_plan("r1")
+    assert plan is not None and plan.counts.of(ExecutorStatus.SCHEDULED) == 2
+
+
+def test_set_expansion_is_one_read_and_one_conditional_update(store: DynamoStore, faults: Faults):
+    recurring_plan(store, "r1", [], T0)
+    faults.requests.clear()
+
+    assert store.set_expansion("r1", None, DAY, T0 + timedelta(days=1))
+
+    assert [operation for operation, _ in faults.requests] == ["GetItem", "UpdateItem"]
+    assert faults.requests[0][1]["ConsistentRead"] is True
+    assert "ConditionExpression" in faults.requests[1][1]
+    faults.requests.clear()
+
+    # From a stale state: refused on the read, nothing written.
+    assert not store.set_expansion("r1", None, DAY, T0 + timedelta(days=2))
+    assert [operation for operation, _ in faults.requests] == ["GetItem"]
