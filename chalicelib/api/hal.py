@@ -141,6 +141,8 @@ def preview_document(preview: PlanPreview, zone: tzinfo) -> dict[str, Any]:
         ],
         "targets": preview.targets,
         "guards": [verdict.as_dict() for verdict in preview.verdicts],
+        "recurrence": recurrence_of(preview.draft.plan),
+        "next_expansion": to_api(preview.draft.plan.next_expansion, zone),
         "_links": {"self": link(PREVIEW_HREF)},
     }
     if preview.targets_note is not None:

@@ -233,6 +233,12 @@ def test_real_answers_match_the_document(
     assert call("delete", f"/api/1/plans/{plan_id}").status == 200
     assert call("delete", f"/api/1/plans/{plan_id}").status == 404
 
+    paused_id = call("post", "/api/1/plans/", plan("2027-06-01T12:00:00+02:00", "p")).body["id"]
+    assert call("put", f"/api/1/plans/{paused_id}", {"paused": True}).status == 200
+    assert call("put", f"/api/1/plans/{paused_id}", {"paused": "yes"}).status == 400
+    assert call("put", "/api/1/plans/nope", {"paused": True}).status == 404
+    assert call("put", f"/api/1/plans/{paused_id}", {"paused": False}).status == 200
+
     assert call("get", "/api/1/halt").status == 200
     halt = {"halted": True, "reason": "conformance"}
     assert call("put", "/api/1/halt/", halt).status == 200
