@@ -284,10 +284,8 @@ def _guard_refusal(spared: list[Spared], matched: int, tags: TargetTags, noun: s
             f"{example.removeprefix('carries ')}"
         )
     if counts["excluded"]:
-        reasons.append(
-            f"{counts['excluded']} {_verb(counts['excluded'], 'matches', 'match')} "
-            "the attack's excluded filters"
-        )
+        example = next(item.why for item in spared if item.guard == "excluded")
+        reasons.append(f"{counts['excluded']} spared by the attack's own arguments ({example})")
     return (
         f"{lead}: {matched} {_plural(noun, matched)} matched and none may be attacked "
         f"({tags.describe()}): " + "; ".join(reasons)

@@ -101,7 +101,8 @@ def test_both_guards_are_named_when_both_spared_targets() -> None:
         "opt-in and exclude: 3 instances matched and none may be attacked (opt-in tag "
         "chaos-monkey-engine=target, exclude tag chaos-monkey-engine-exclude): 1 lacks the "
         "opt-in tag chaos-monkey-engine=target; 1 carries the exclude tag "
-        "chaos-monkey-engine-exclude; 1 matches the attack's excluded filters"
+        "chaos-monkey-engine-exclude; 1 spared by the attack's own arguments (matches the "
+        "attack's excluded filters)"
     )
 
 

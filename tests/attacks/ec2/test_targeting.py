@@ -108,7 +108,8 @@ def test_both_guards_and_the_attacks_own_exclusions_are_named(
     assert refusal.reason == (
         f"opt-in and exclude: 3 instances matched and none may be attacked ({TAGS_TEXT}): "
         "1 lacks the opt-in tag chaos-monkey-engine=target; 1 carries the exclude tag "
-        "chaos-monkey-engine-exclude; 1 matches the attack's excluded filters"
+        "chaos-monkey-engine-exclude; 1 spared by the attack's own arguments (matches the "
+        "attack's excluded filters)"
     )
     assert hit(fleet, ids) == []
 
