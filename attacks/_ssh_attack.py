@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 # A script's own time limit. With the connection's and one round of hosts it stays under
 # what the engine allows an attack (the attack function's 900 s timeout less the wait for
-# the executor's second and a margin: 745 s); see ``max_ssh_duration``.
+# the executor's second, the guards' time and a margin: 715 s); see ``max_ssh_duration``.
 MAX_TIMEOUT_SECONDS = 600
 MAX_PARALLEL_HOSTS = 8
 # How long the runner may read output after a script exits (adapters.ssh's grace).
