@@ -252,7 +252,8 @@ def select(  # noqa: PLR0917 (the pick's inputs, named in the docstring)
         else:
             size = min(radius.wanted(len(eligible)), allowed)
             ordered = sorted(eligible, key=lambda index: (id_of(candidates[index]), index))
-            picked = set(random.Random(seed).sample(ordered, size))  # nosec B311 (a reproducible pick, not a secret)
+            # bandit B311: a reproducible pick from a recorded seed, not a secret.
+            picked = set(random.Random(seed).sample(ordered, size))  # nosec B311
             chosen = [candidates[index] for index in eligible if index in picked]
     return Selection(chosen, spared, len(candidates), len(eligible), seed, radius, refusal)
 
