@@ -37,8 +37,9 @@ CREDENTIAL_VARIABLES = (
     "AWS_SECURITY_TOKEN",
 )
 REGION_VARIABLES = ("AWS_DEFAULT_REGION", "AWS_REGION")
-# AWS services an attack calls; with --real-aws-targets moto lets them through.
-ATTACK_SERVICES = ("ec2", "ssm", "secretsmanager", "sts", "sso", "sso-oidc")
+# AWS services an attack (or a stop condition) calls; with --real-aws-targets moto lets
+# them through, so a plan's alarms are read from the real CloudWatch.
+ATTACK_SERVICES = ("ec2", "ssm", "secretsmanager", "sts", "sso", "sso-oidc", "cloudwatch")
 
 DEMO_AMI = "ami-12c6146b"
 # Name, zone, tags, and whether attacks may hit it: the web instances carry the engine's
