@@ -326,10 +326,12 @@ def test_functions_follow_chalice_deploy_naming_and_get_exact_arns(template: dic
     api = resources["APIHandler"]["Properties"]
     attack = resources["Attack"]["Properties"]
     reaper = resources["Reaper"]["Properties"]
+    expander = resources["Expander"]["Properties"]
     assert api["FunctionName"] == {"Fn::Sub": "chaos-monkey-engine-${Stage}"}
     assert attack["FunctionName"] == {"Fn::Sub": "chaos-monkey-engine-${Stage}-attack"}
     assert reaper["FunctionName"] == {"Fn::Sub": "chaos-monkey-engine-${Stage}-reaper"}
-    for function in (api, attack, reaper):
+    assert expander["FunctionName"] == {"Fn::Sub": "chaos-monkey-engine-${Stage}-expander"}
+    for function in (api, attack, reaper, expander):
         variables = function["Environment"]["Variables"]
         assert variables["CME_EXECUTORS_TABLE"] == {"Ref": "ExecutorsTable"}
         assert variables["CME_PLANS_TABLE"] == {"Ref": "PlansTable"}
@@ -346,7 +348,7 @@ def test_functions_follow_chalice_deploy_naming_and_get_exact_arns(template: dic
 
 def test_no_statement_grants_everything(template: dict[str, Any]):
     roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
-    assert len(roles) == 4  # the three functions' and the scheduler's
+    assert len(roles) == 5  # the four functions' and the scheduler's
     for role in roles:
         for statement in statements(role):
             actions = as_list(statement["Action"])
@@ -451,6 +453,43 @@ def test_the_reaper_runs_every_five_minutes_and_may_only_find_end_and_remove(
     assert [{"Name": "FunctionName", "Value": reaper_name}] in alarmed
 
 
+def test_the_expander_runs_hourly_and_may_only_expand_and_schedule(
+    template: dict[str, Any],
+):
+    expander = template["Resources"]["Expander"]["Properties"]
+    assert expander["Handler"] == "app.expander"
+    (event,) = expander["Events"].values()
+    assert event == {"Type": "Schedule", "Properties": {"Schedule": "rate(1 hour)"}}
+    variables = expander["Environment"]["Variables"]
+    assert variables["CME_ATTACK_FUNCTION_ARN"] == {"Fn::GetAtt": ["Attack", "Arn"]}
+    assert variables["CME_SCHEDULER_ROLE_ARN"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
+    by_sid = {s["Sid"]: s for s in statements(template["Resources"]["ExpanderRole"])}
+    assert set(by_sid) == {
+        "OwnLogs",
+        "FindDueExpansions",
+        "FindPlanExecutors",
+        "ReadPlansAndExecutors",
+        "AddExecutors",
+        "RecordExpansions",
+        "RemoveWhatAPauseStopped",
+        "OwnSchedules",
+        "PassSchedulerRole",
+    }
+    assert by_sid["FindDueExpansions"]["Resource"] == {
+        "Fn::Sub": "${PlansTable.Arn}/index/by_expansion"
+    }
+    assert by_sid["OwnSchedules"]["Action"] == [
+        "scheduler:CreateSchedule",
+        "scheduler:DeleteSchedule",
+    ]
+    assert by_sid["OwnSchedules"]["Resource"]["Fn::Sub"].endswith(":schedule/${ScheduleGroup}/*")
+    passed = by_sid["PassSchedulerRole"]
+    assert passed["Resource"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
+    assert passed["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}
+    }
+
+
 def test_storage_and_queue_are_durable_and_encrypted(template: dict[str, Any]):
     resources = template["Resources"]
     for name in ("PlansTable", "ExecutorsTable"):
@@ -498,7 +537,12 @@ def test_the_tables_match_what_the_store_creates(template: dict[str, Any], aws: 
 
 @pytest.mark.parametrize(
     ("role", "function"),
-    [("ApiHandlerRole", "api"), ("AttackRole", "attack"), ("ReaperRole", "reaper")],
+    [
+        ("ApiHandlerRole", "api"),
+        ("AttackRole", "attack"),
+        ("ReaperRole", "reaper"),
+        ("ExpanderRole", "expander"),
+    ],
 )
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_chalice_deploy_policies_grant_what_the_package_grants(

@@ -180,7 +180,7 @@ def test_every_table_is_named_for_the_stage_and_kept_like_data(stage: str):
         }, logical
 
 
-@pytest.mark.parametrize("function", ["APIHandler", "Attack", "Reaper"])
+@pytest.mark.parametrize("function", ["APIHandler", "Attack", "Reaper", "Expander"])
 def test_the_packaged_functions_are_given_every_table(function: str):
     variables = merged_template("dev")["Resources"][function]["Properties"]["Environment"][
         "Variables"

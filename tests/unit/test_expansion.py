@@ -340,7 +340,7 @@ def test_days_across_madrids_clock_changes_through_the_engine(
     utc = [e.next_run_time.astimezone(UTC) for e in on_change]
     assert utc == sorted(utc) and len(set(utc)) == 6
     shown = [to_api(e.next_run_time, MADRID) for e in on_change]
-    assert {text[-6:] for text in shown} == offsets
+    assert {str(text)[-6:] for text in shown} == offsets
     walls = [e.next_run_time.astimezone(MADRID) for e in on_change]
     assert all(w.fold == 0 for w in walls)
     if change.month == 3:
