@@ -468,3 +468,23 @@ def test_a_bad_update_is_refused_naming_the_field(engine: Engine, body: Any, mes
 def test_an_unknown_plan_cannot_be_paused(engine: Engine) -> None:
     with pytest.raises(PlanNotFound):
         engine.plans.update("nope", {"paused": True})
+
+
+def test_a_running_executor_is_left_to_finish_by_a_pause(
+    engine: Engine, clock: FixedClock, scheduler: RecordingScheduler
+) -> None:
+    plan = engine.plans.create(recurring(times=3, min_time="10:30"))
+    first, *others = executors_of(engine, plan.id)
+    clock.current = first.next_run_time
+    assert engine.store.transition(first, ExecutorStatus.RUNNING, {"started_at": clock.now()})
+    view = engine.plans.update(plan.id, {"paused": True})
+    assert [e.id for e in executors_of(engine, plan.id)] == [first.id]
+    assert view.plan.counts.of(ExecutorStatus.RUNNING) == 1
+    assert view.plan.counts.of(ExecutorStatus.SCHEDULED) == 0
+    assert not {e.id for e in others} & set(scheduler.scheduled)
+    # It ends as it would have; the paused plan adds nothing after it.
+    running = engine.store.get_executor(first.id)
+    assert running is not None
+    assert engine.store.transition(running, ExecutorStatus.SUCCEEDED, {"finished_at": clock.now()})
+    assert engine.expansion.expand_due() == 0
+    assert plan_of(engine, plan.id).counts.of(ExecutorStatus.SUCCEEDED) == 1
