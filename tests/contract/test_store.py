@@ -34,6 +34,7 @@ from tests.contract.conftest import (
     make_executors,
     make_plan,
 )
+from tests.races import first_steps_together
 
 S = ExecutorStatus
 ALL_PAIRS = [(source, target) for source in S for target in S]
@@ -997,8 +998,33 @@ def test_the_halt_and_the_intervals_do_not_touch_each_other(store: Store) -> Non
 
 
 def test_eight_concurrent_attacks_on_one_group_record_exactly_one(store: Store) -> None:
-    results = run_together(8, lambda number: store.record_attack("plan:p1", AT, INTERVAL))
+    # Each caller is held after its first step on the store until all eight have taken
+    # one (tests/races.py): a store that checks in one step and records in another lets
+    # all eight record on every run, not one run in three. Only a conditional write passes:
+    # DynamoDB's "Conditional writes",
+    # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/WorkingWithItems.html#WorkingWithItems.ConditionalUpdate,
+    # and SQLite's BEGIN IMMEDIATE, whose lock is taken before the read.
+    with first_steps_together(store, 8) as gate:
+        results = run_together(
+            8, lambda number: gate.call(store.record_attack, "plan:p1", AT, INTERVAL)
+        )
 
     assert results.count(None) == 1
     assert [result for result in results if result is not None] == [AT] * 7
     assert store.last_attack("plan:p1") == AT
+
+
+def test_the_race_gate_makes_a_check_then_write_record_every_attack(store: Store) -> None:
+    # The gate's own proof, on each store's real read and write: checked with
+    # last_attack and written in a second call, eight concurrent attacks all record.
+    def check_then_write(number: int) -> datetime | None:
+        last = store.last_attack("plan:p1")
+        if last is not None and last > AT - INTERVAL:
+            return last
+        # A zero interval refuses nothing but a later attack, so this write always lands.
+        return store.record_attack("plan:p1", AT, timedelta(0))
+
+    with first_steps_together(store, 8) as gate:
+        results = run_together(8, lambda number: gate.call(check_then_write, number))
+
+    assert results == [None] * 8

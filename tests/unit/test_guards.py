@@ -27,6 +27,7 @@ from chalicelib.domain.safety import GUARD_ORDER, Halt
 from chalicelib.plugins.secret_policy import OutboundPolicy
 from chalicelib.settings import Settings
 from tests.conftest import FixedClock, RecordingScheduler, free_port
+from tests.races import first_steps_together
 
 SCRIPTED = "scripted:Scripted"
 NOT_RUN = "the attack did not run"
@@ -530,19 +531,16 @@ def test_a_health_check_url_shows_no_path_query_or_password(
 
 
 def run_together(engine: Engine, clock: FixedClock, executors: list[Executor]) -> None:
-    """Deliver every executor at once, one thread each, released together by a barrier;
-    a second barrier lines their interval records up (each thread has claimed its own
-    executor by then), so that the store's conditional write is what decides."""
+    """Deliver every executor at once, one thread each, released together by a barrier.
+
+    Their interval records go through a gate (tests/races.py) that holds each after its
+    first step on the store until every one has taken its first step: a store that checks
+    in one step and records in another then lets every executor attack, on every run, so
+    only the store's conditional write can make these tests pass.
+    """
     clock.current = executors[0].next_run_time
     start = threading.Barrier(len(executors), timeout=20)
-    recording = threading.Barrier(len(executors), timeout=20)
     record = engine.store.record_attack
-
-    def record_together(group: str, at: datetime, interval: timedelta) -> datetime | None:
-        recording.wait()
-        return record(group, at, interval)
-
-    engine.store.record_attack = record_together  # type: ignore[method-assign]
     failures: list[BaseException] = []
 
     def deliver(executor_id: str) -> None:
@@ -552,11 +550,17 @@ def run_together(engine: Engine, clock: FixedClock, executors: list[Executor]) -
         except BaseException as error:  # reported by the test, not lost in the thread
             failures.append(error)
 
-    threads = [threading.Thread(target=deliver, args=[e.id]) for e in executors]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    with first_steps_together(engine.store, len(executors)) as gate:
+
+        def record_gated(group: str, at: datetime, interval: timedelta) -> datetime | None:
+            return gate.call(record, group, at, interval)
+
+        engine.store.record_attack = record_gated  # type: ignore[method-assign]
+        threads = [threading.Thread(target=deliver, args=[e.id]) for e in executors]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
     assert failures == []
     assert not any(thread.is_alive() for thread in threads)
 
