@@ -488,3 +488,19 @@ def test_a_running_executor_is_left_to_finish_by_a_pause(
     assert engine.store.transition(running, ExecutorStatus.SUCCEEDED, {"finished_at": clock.now()})
     assert engine.expansion.expand_due() == 0
     assert plan_of(engine, plan.id).counts.of(ExecutorStatus.SUCCEEDED) == 1
+
+
+def test_the_local_scheduler_creates_an_existing_schedule_as_success() -> None:
+    from chalicelib.adapters.local_scheduler import LocalScheduler
+
+    scheduler = LocalScheduler(lambda executor_id, run_at: None, MADRID)
+    executor = Executor(
+        id="e" * 32,
+        plan_id="p" * 32,
+        name="twice",
+        next_run_time=datetime(2030, 1, 7, 12, 0, tzinfo=MADRID),
+        attack={"ref": SCRIPTED, "args": {"mode": "ok"}},
+    )
+    scheduler.create([executor])
+    scheduler.create([executor])  # a second expansion run scheduling the same occurrence
+    assert scheduler.scheduled_ids() == [executor.id]
