@@ -127,6 +127,12 @@ class LocalScheduler:
     def create(self, executors: Sequence[Executor], deadline: Deadline | None = None) -> None:
         # Adding a job cannot fail half way or take long: the deadline is not needed.
         for executor in executors:
+            if not self._scheduler.running:
+                # Before start, APScheduler queues jobs without replacing one of the same
+                # id (replace_existing applies only once started): replace it here, so
+                # that creating an existing schedule is success, never a second delivery.
+                with contextlib.suppress(JobLookupError):
+                    self._scheduler.remove_job(executor.id)
             self._scheduler.add_job(
                 self._run,
                 trigger="date",

@@ -504,3 +504,10 @@ def test_the_local_scheduler_creates_an_existing_schedule_as_success() -> None:
     scheduler.create([executor])
     scheduler.create([executor])  # a second expansion run scheduling the same occurrence
     assert scheduler.scheduled_ids() == [executor.id]
+    scheduler.start()
+    try:
+        assert scheduler.scheduled_ids() == [executor.id]
+        scheduler.create([executor])
+        assert scheduler.scheduled_ids() == [executor.id]
+    finally:
+        scheduler.shutdown()
