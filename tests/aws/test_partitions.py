@@ -60,7 +60,7 @@ def test_there_are_policy_files_to_check():
     names = {path.name for path in POLICY_FILES}
     assert names == {
         f"policy-{function}-{stage}.json"
-        for function in ("api", "attack", "reaper")
+        for function in ("api", "attack", "reaper", "expander")
         for stage in ("dev", "prod")
     }
 
@@ -163,7 +163,7 @@ def test_the_packaged_template_names_no_partition(tmp_path: Path):
     plain = plain_arns(template)
     assert plain and all(hit.startswith("arn:{partition}:") for hit in plain), plain
     roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
-    assert len(roles) == 4
+    assert len(roles) == 5  # the four functions' and the scheduler's
     for role in roles:
         for policy in role["Properties"].get("Policies", []):
             for resource in resources(policy["PolicyDocument"]):
