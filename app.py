@@ -48,7 +48,9 @@ def attack(event: dict[str, Any], context: Any) -> dict[str, Any]:
     except InvalidDate:
         app.log.error("attack invoked with a bad run_at: %r", event)
         return {"executor_id": executor_id, "status": "rejected"}
-    executor = engine_of(app).runner.run(executor_id, run_at)
+    engine = engine_of(app)
+    executor = engine.runner.run(executor_id, run_at)
+    _flush(engine)
     return {
         "executor_id": executor_id,
         "status": executor.status.value if executor else "unknown",
@@ -62,7 +64,10 @@ def reaper(event: CloudWatchEvent) -> dict[str, Any]:
     An executor still ``running`` longer than CME_MAX_RUN_SECONDS after it started would
     otherwise stay running, and its plan pending, forever.
     """
-    return {"reaped": engine_of(app).runner.reap_lost()}
+    engine = engine_of(app)
+    reaped = engine.runner.reap_lost()
+    _flush(engine)
+    return {"reaped": reaped}
 
 
 @app.schedule("rate(1 hour)", name="expander")
@@ -74,3 +79,10 @@ def expander(event: CloudWatchEvent) -> dict[str, Any]:
     concurrent with another adds nothing twice (chalicelib/services/recurrence.py).
     """
     return {"expanded": engine_of(app).expansion.expand_due()}
+
+
+def _flush(engine: Any) -> None:
+    """Send the notifications a run queued before the Lambda returns: a frozen Lambda
+    runs no background thread, so what is not sent now may never be."""
+    if engine.audit is not None:
+        engine.audit.flush(5.0)

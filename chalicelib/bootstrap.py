@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from chalicelib.adapters.clock import SystemClock
 from chalicelib.adapters.probes import AwsProbes
-from chalicelib.domain.ports import Clock, Probes, Scheduler, Store
+from chalicelib.domain.ports import Clock, EventLog, Notifier, Probes, Scheduler, Store
 from chalicelib.plugins.contract import Attack, Planner
 from chalicelib.plugins.registry import PluginSet, load_plugins
+from chalicelib.services.audit import AuditTrail
 from chalicelib.services.execution import ExecutorRunner
 from chalicelib.services.executors import ExecutorService
 from chalicelib.services.guards import SafetyGuards
@@ -43,6 +45,8 @@ class Engine:
     guards: SafetyGuards
     # The daily expansion of recurring plans (the expander Lambda, a local job).
     expansion: ExpansionService
+    # The audit trail (GET /api/1/events/) and notifications; None: none kept.
+    audit: AuditTrail | None = None
 
 
 def build_engine(
@@ -51,13 +55,16 @@ def build_engine(
     scheduler_factory: SchedulerFactory,
     clock: Clock | None = None,
     probes: Probes | None = None,
+    *,
+    audit: AuditTrail | None = None,
 ) -> Engine:
     """Wire the services on a store and a scheduler.
 
     The scheduler is built from the runner because local mode's scheduler calls it
     in-process; the EventBridge scheduler ignores it (it invokes the attack Lambda).
     ``probes`` (stop conditions) default to CloudWatch in the engine's region and HTTP
-    through the outbound guard; in local mode CloudWatch is moto's.
+    through the outbound guard; in local mode CloudWatch is moto's. ``audit``: where
+    every change and outcome is recorded and notified (None: nowhere).
     """
     clock = clock or SystemClock()
     zone = settings.timezone
@@ -81,6 +88,7 @@ def build_engine(
         guards=guards,
         max_run_time=settings.max_run_time,
         environment=settings.attack_environment,
+        audit=audit,
     )
     scheduler = scheduler_factory(runner)
     runner.scheduler = scheduler
@@ -105,9 +113,15 @@ def build_engine(
         attack_time_limit=settings.attack_time_limit,
         argument_policy=settings.argument_policy,
         expansion=expansion,
+        audit=audit,
     )
     executors = ExecutorService(
-        store=store, scheduler=scheduler, clock=clock, timezone=zone, list_limit=settings.list_limit
+        store=store,
+        scheduler=scheduler,
+        clock=clock,
+        timezone=zone,
+        list_limit=settings.list_limit,
+        audit=audit,
     )
     return Engine(
         settings,
@@ -118,9 +132,10 @@ def build_engine(
         runner,
         store,
         scheduler,
-        halt=HaltService(store, clock),
+        halt=HaltService(store, clock, audit),
         guards=guards,
         expansion=expansion,
+        audit=audit,
     )
 
 
@@ -139,14 +154,16 @@ def build_local_engine(
     purges what is past its retention (DynamoDB's TTL does that when deployed). It
     also runs the daily expansion of recurring plans at start (catching up after a
     downtime) and every ``expand_every`` (default LOCAL_EXPAND_EVERY), as the expander
-    Lambda does when deployed. The caller shuts the scheduler down, then closes the
-    store.
+    Lambda does when deployed. Events go to ``events.sqlite3`` beside the store's file
+    (DynamoDB's events table with --store moto), purged with the store. The caller shuts
+    the scheduler down, then closes the store and the audit trail.
     """
     from chalicelib.adapters.local_scheduler import LocalScheduler
 
     clock = clock or SystemClock()
     store: Store
     purge: Callable[[], object] | None = None
+    audit = build_audit(settings, local=True, clock=clock)
     if settings.store == "moto":
         from chalicelib.adapters.dynamo import DynamoStore
 
@@ -162,9 +179,11 @@ def build_local_engine(
         store = sqlite
 
         def purge() -> object:
+            audit.events.purge_expired(clock.now())
             return sqlite.purge_expired(clock.now())
 
     else:
+        audit.close()
         raise ValueError(f"unknown local store {settings.store!r}")
 
     # The scheduler is built before the expansion service (which needs it): its job
@@ -187,9 +206,10 @@ def build_local_engine(
         )
 
     try:
-        engine = build_engine(settings, store, local_scheduler, clock)
+        engine = build_engine(settings, store, local_scheduler, clock, audit=audit)
     except BaseException:
         store.close()
+        audit.close()
         raise
     expansions.append(engine.expansion)
     return engine
@@ -236,4 +256,61 @@ def build_aws_engine(settings: Settings) -> Engine:
             plan_deadline=settings.plan_deadline,
         )
 
-    return build_engine(settings, DynamoStore(settings), eventbridge)
+    return build_engine(
+        settings, DynamoStore(settings), eventbridge, audit=build_audit(settings, local=False)
+    )
+
+
+def build_notifier(settings: Settings) -> Notifier | None:
+    """The webhook and/or SNS topic the settings name, sent from a background thread;
+    None when they name neither."""
+    from chalicelib.adapters.notify import (
+        BackgroundNotifier,
+        FanOutNotifier,
+        SnsNotifier,
+        WebhookNotifier,
+    )
+
+    notifiers: list[Notifier] = []
+    if settings.notify_webhook_url:
+        notifiers.append(
+            WebhookNotifier(settings.notify_webhook_url, settings.argument_policy.outbound)
+        )
+    if settings.notify_sns_topic_arn:
+        notifiers.append(SnsNotifier(settings.notify_sns_topic_arn, settings.aws_region))
+    if not notifiers:
+        return None
+    return BackgroundNotifier(notifiers[0] if len(notifiers) == 1 else FanOutNotifier(notifiers))
+
+
+def build_event_log(settings: Settings, local: bool, data_dir: Path | None = None) -> EventLog:
+    """Local mode on SQLite: ``events.sqlite3`` in ``data_dir`` (default: beside the
+    store's file), a file of its own so that its writes never queue behind the store's.
+    Otherwise DynamoDB (``settings.events_table``), whose table local mode (--store moto)
+    creates; deployed, CloudFormation does."""
+    if local and settings.store == "sqlite":
+        from chalicelib.adapters.sqlite_events import EVENTS_FILE, SqliteEventLog
+
+        directory = data_dir if data_dir is not None else settings.database_path.parent
+        return SqliteEventLog(directory / EVENTS_FILE, retention=settings.events_retention)
+    from chalicelib.adapters.dynamo_events import DynamoEventLog
+
+    dynamo = DynamoEventLog(settings)
+    if local:
+        dynamo.create_table()
+    return dynamo
+
+
+def build_audit(
+    settings: Settings,
+    local: bool,
+    data_dir: Path | None = None,
+    clock: Clock | None = None,
+) -> AuditTrail:
+    """The audit trail of one engine (see build_event_log and build_notifier)."""
+    return AuditTrail(
+        build_event_log(settings, local, data_dir),
+        build_notifier(settings),
+        clock or SystemClock(),
+        zone=settings.timezone,
+    )

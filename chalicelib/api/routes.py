@@ -112,6 +112,12 @@ def json_body() -> Any:
     return payload
 
 
+def actor(current: Engine) -> str:
+    """Who is asking: the IAM principal (or API key id) deployed, "local" locally."""
+    settings = current.settings
+    return principal(api.current_request, settings.auth, deployed=settings.on_lambda)
+
+
 def request_deadline(current: Engine) -> Deadline:
     """The plan deadline, shortened to what a deployed Lambda has left of its own time."""
     seconds = current.settings.plan_deadline.total_seconds()
@@ -144,6 +150,7 @@ def add_plan() -> Response:
         json_body(),
         idempotency_key=api.current_request.headers.get("idempotency-key"),
         deadline=request_deadline(current),
+        actor=actor(current),
     )
     href = plan_href(plan.id)
     return hal(
@@ -199,14 +206,15 @@ def get_plan(plan_id: str) -> Response:
 def update_plan(plan_id: str) -> Response:
     """Pause (``{"paused": true}``) or resume (``{"paused": false}``) a plan."""
     current = engine()
-    view = current.plans.update(plan_id, json_body())
+    view = current.plans.update(plan_id, json_body(), actor(current))
     return hal(plan_document(view.plan, current.settings.timezone, view.executors))
 
 
 @api.route("/plans/{plan_id}", methods=["DELETE"])
 @json_errors
 def delete_plan(plan_id: str) -> Response:
-    engine().plans.delete(plan_id)
+    current = engine()
+    current.plans.delete(plan_id, actor(current))
     return message(f"Plan {plan_id} successfully deleted")
 
 
@@ -266,14 +274,15 @@ def get_executor(executor_id: str) -> Response:
 @json_errors
 def reschedule_executor(executor_id: str) -> Response:
     current = engine()
-    executor = current.executors.reschedule(executor_id, json_body())
+    executor = current.executors.reschedule(executor_id, json_body(), actor(current))
     return hal(executor_document(executor, current.settings.timezone))
 
 
 @api.route("/executors/{executor_id}", methods=["DELETE"])
 @json_errors
 def delete_executor(executor_id: str) -> Response:
-    engine().executors.delete(executor_id)
+    current = engine()
+    current.executors.delete(executor_id, actor(current))
     return message(f"Executor {executor_id} successfully deleted")
 
 
@@ -290,9 +299,7 @@ def set_halt() -> Response:
     """Halt every attack from the next executor that comes due on, or lift the halt."""
     current = engine()
     request = read_halt_request(json_body())
-    settings = current.settings
-    by = principal(api.current_request, settings.auth, deployed=settings.on_lambda)
-    return hal(halt_document(current.halt.set(request, by), settings.timezone))
+    return hal(halt_document(current.halt.set(request, actor(current)), current.settings.timezone))
 
 
 @api.route("/openapi.json", methods=["GET"])

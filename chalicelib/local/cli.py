@@ -266,6 +266,8 @@ def serve(
         if engine is not None:
             engine.scheduler.shutdown()
             engine.store.close()
+            if engine.audit is not None:
+                engine.audit.close()  # sends the notifications still queued, then closes
         if running is not None:
             running.stop()
         mock.stop()

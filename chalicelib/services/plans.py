@@ -54,6 +54,7 @@ from chalicelib.plugins.contract import (
 from chalicelib.plugins.registry import PluginSet
 from chalicelib.plugins.secret_policy import ArgumentPolicy, SecretVault
 from chalicelib.plugins.validation import validate, validate_planner
+from chalicelib.services.audit import AuditTrail
 from chalicelib.services.limits import check_plan_size, check_proposals
 from chalicelib.services.paging import plan_executor_ids
 from chalicelib.services.recurrence import (
@@ -215,6 +216,8 @@ class PlanService:
     argument_policy: ArgumentPolicy = field(default_factory=ArgumentPolicy)
     # Expands a resumed recurring plan at once (None: the expansion job will).
     expansion: ExpansionService | None = None
+    # Every plan created, paused, resumed or deleted is an event; None: none.
+    audit: AuditTrail | None = None
 
     @property
     def executor_limit(self) -> int:
@@ -228,6 +231,7 @@ class PlanService:
         payload: Any,
         idempotency_key: str | None = None,
         deadline: Deadline | None = None,
+        actor: str = "local",
     ) -> Plan:
         """Validate, plan, store and schedule; on any failure nothing is left behind.
 
@@ -277,6 +281,8 @@ class PlanService:
                 "attack": draft.attack_class.ref,
             },
         )
+        if self.audit is not None:
+            self.audit.plan_created(plan, actor)
         return plan
 
     def draft(
@@ -497,7 +503,7 @@ class PlanService:
     ) -> Page[Plan]:
         return self.store.list_plans(query, self.page_size(limit), cursor)
 
-    def delete(self, plan_id: str) -> None:
+    def delete(self, plan_id: str, actor: str = "local") -> None:
         plan = self.store.get_plan(plan_id)
         if plan is None or not plan.committed:
             raise PlanNotFound(plan_id)
@@ -507,8 +513,10 @@ class PlanService:
         self.store.delete_plan(plan)
         self.scheduler.delete(ids)
         log.info("plan deleted", extra={"plan_id": plan_id, "executors": len(ids)})
+        if self.audit is not None:
+            self.audit.plan_deleted(plan_id, actor, name=plan.name)
 
-    def update(self, plan_id: str, payload: Any) -> PlanView:
+    def update(self, plan_id: str, payload: Any, actor: str = "local") -> PlanView:
         """Pause (``{"paused": true}``) or resume (``{"paused": false}``) a plan; returns
         it as ``get`` does. Asking for the state a plan is in changes nothing.
 
@@ -526,7 +534,15 @@ class PlanService:
             self._pause(plan)
         elif not payload["paused"] and plan.paused:
             self._resume(plan)
-        return self.get(plan_id)
+        else:
+            return self.get(plan_id)
+        view = self.get(plan_id)
+        if self.audit is not None:
+            if view.plan.paused:
+                self.audit.plan_paused(view.plan, actor)
+            else:
+                self.audit.plan_resumed(view.plan, actor)
+        return view
 
     def _pause(self, plan: Plan) -> None:
         # The flag first: an expansion that runs meanwhile is refused at its commit

@@ -13,7 +13,7 @@ import pytest
 from chalicelib.adapters.dynamo_events import DynamoEventLog
 from chalicelib.adapters.notify import BackgroundNotifier, WebhookNotifier
 from chalicelib.adapters.sqlite_events import SqliteEventLog
-from chalicelib.bootstrap_audit import build_audit
+from chalicelib.bootstrap import build_audit
 from chalicelib.domain.errors import StorageError
 from chalicelib.domain.events import Event, EventKind
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan
