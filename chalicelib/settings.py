@@ -538,8 +538,7 @@ VARIABLES: tuple[Variable, ...] = (
         "exclude_tag",
         _tag,
         "chaos-monkey-engine-exclude",
-        "KEY (any value) or KEY=VALUE: targets carrying this tag are never attacked; "
-        "empty: none",
+        "KEY (any value) or KEY=VALUE: targets carrying this tag are never attacked; empty: none",
         flag="--exclude-tag",
         metavar="TAG",
     ),

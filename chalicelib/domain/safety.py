@@ -269,9 +269,7 @@ class TargetTags:
     def describe(self) -> str:
         parts = []
         parts.append(f"opt-in tag {_tag_text(self.opt_in)}" if self.opt_in else "no opt-in tag")
-        parts.append(
-            f"exclude tag {_tag_text(self.exclude)}" if self.exclude else "no exclude tag"
-        )
+        parts.append(f"exclude tag {_tag_text(self.exclude)}" if self.exclude else "no exclude tag")
         return ", ".join(parts)
 
 

@@ -261,13 +261,13 @@ def test_real_answers_match_the_document(
     created_safe = call("post", "/api/1/plans/", safe)
     assert call("get", f"/api/1/plans/{created_safe.body['id']}").body["safety"] == safe["safety"]
 
-    # The audit trail (tests/events has its own tests); set here until bootstrap wires it.
+    # The audit trail (tests/events has its own tests); the test engine is built without.
     from chalicelib.adapters.sqlite_events import SqliteEventLog
     from chalicelib.services.audit import AuditTrail
 
     events = SqliteEventLog(tmp_path / "events.sqlite3")
-    engine.audit = AuditTrail(events, None, clock)  # type: ignore[attr-defined]
-    engine.audit.plan_deleted(plan_id, "local")  # type: ignore[attr-defined]
+    engine.audit = AuditTrail(events, None, clock)
+    engine.audit.plan_deleted(plan_id, "local")
     assert call("get", "/api/1/events/").body["_embedded"]["events"]
     assert call("get", "/api/1/events?kind=nope").status == 400
     events.close()

@@ -200,8 +200,8 @@ def test_a_dry_run_of_found_hosts_lists_them_and_runs_nothing(
     refusal = skipped(attack, args, dry_run=True)
 
     assert marked(lab, marker) == []
-    assert sorted(refusal.result["targets"], key=lambda target: target["name"]) == sorted(
+    assert sorted(refusal.result["targets"], key=lambda target: str(target["name"])) == sorted(
         ({"host": lab.hosts[index].address, "port": 22, "name": ids[index]} for index in (0, 1)),
-        key=lambda target: target["name"],
+        key=lambda target: str(target["name"]),
     )
     assert refusal.reason.startswith("dry run: would run inline-script on ")

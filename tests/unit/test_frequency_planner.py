@@ -151,7 +151,7 @@ class TestPlanner:
             assert time(10) <= moment.astimezone(MADRID).time() < time(16)
 
     def test_today_is_proposed_only_when_it_is_an_attack_day_with_time_left(self) -> None:
-        seeds = {"attack": None, "quiet": None}
+        seeds: dict[str, int | None] = {"attack": None, "quiet": None}
         for seed in range(50):
             today = attack_days(date(2027, 1, 4), date(2027, 1, 4), seed, mean_days=5)
             seeds["attack" if today else "quiet"] = seed

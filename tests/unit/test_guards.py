@@ -555,7 +555,7 @@ def run_together(engine: Engine, clock: FixedClock, executors: list[Executor]) -
         def record_gated(group: str, at: datetime, interval: timedelta) -> datetime | None:
             return gate.call(record, group, at, interval)
 
-        engine.store.record_attack = record_gated  # type: ignore[method-assign]
+        engine.store.record_attack = record_gated  # type: ignore[method-assign,assignment]
         threads = [threading.Thread(target=deliver, args=[e.id]) for e in executors]
         for thread in threads:
             thread.start()

@@ -47,7 +47,8 @@ def args(**changes: Any) -> dict[str, Any]:
     return {key: value for key, value in base.items() if value is not None}
 
 
-def planner_class() -> type[Planner]:
+def planner_class() -> Any:
+    """The loaded RecurringPlanner class (its ``expand`` is not on the base class)."""
     return load_plugins("planners", Planner, [builtin_folder("planners")]).resolve(REF)
 
 
