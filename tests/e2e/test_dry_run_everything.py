@@ -43,6 +43,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -381,7 +382,7 @@ def victims(lab: Lab) -> Iterator[tuple[str, dict[str, int]]]:  # noqa: F811 (th
                 host, f"setsid nohup {program} 600 >/dev/null 2>&1 </dev/null &"
             )
             assert code == 0, output
-            processes = wait_for(lambda h=host: settled(h, name), 10, f"{host.name} to settle")
+            processes = wait_for(partial(settled, host, name), 10, f"{host.name} to settle")
             [pids[host.name]] = [pid for pid, c in processes.items() if name in c]
         yield name, pids
     finally:
