@@ -43,7 +43,8 @@ pytest: install
 # pytest last, so that its summary closes the output.
 test: system-deps install lint typecheck lint-infra pytest
 
-# The deployed path (docs/deploy.md): one CloudFormation stack per stage.
+# The deployed path (docs/deploy.md): one CloudFormation stack per stage. The webhook
+# URL reaches the command through the environment, so make never prints its token.
 STAGE ?= dev
 REGION ?= $(or $(AWS_REGION),$(AWS_DEFAULT_REGION),eu-west-1)
 STACK ?= chaos-monkey-engine-$(STAGE)
@@ -67,6 +68,8 @@ deploy: lint-infra
 		--s3-bucket $(BUCKET) --s3-prefix $(STACK) --output-template-file $(OUT)/packaged.yaml
 	aws cloudformation deploy --region $(REGION) --template-file $(OUT)/packaged.yaml \
 		--stack-name $(STACK) --parameter-overrides Stage=$(STAGE) $(if $(ALARM_EMAIL),AlarmEmail=$(ALARM_EMAIL)) \
+		$(if $(NOTIFY_SNS_TOPIC_ARN),NotifySnsTopicArn=$(NOTIFY_SNS_TOPIC_ARN)) \
+		$(if $(NOTIFY_WEBHOOK_URL),"NotifyWebhookUrl=$$NOTIFY_WEBHOOK_URL") \
 		--capabilities CAPABILITY_IAM CAPABILITY_NAMED_IAM CAPABILITY_AUTO_EXPAND
 	aws cloudformation describe-stacks --region $(REGION) --stack-name $(STACK) \
 		--query "Stacks[0].Outputs" --output table

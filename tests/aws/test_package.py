@@ -335,6 +335,7 @@ def test_functions_follow_chalice_deploy_naming_and_get_exact_arns(template: dic
         variables = function["Environment"]["Variables"]
         assert variables["CME_EXECUTORS_TABLE"] == {"Ref": "ExecutorsTable"}
         assert variables["CME_PLANS_TABLE"] == {"Ref": "PlansTable"}
+        assert variables["CME_EVENTS_TABLE"] == {"Ref": "EventsTable"}
         assert variables["CME_MAX_RUN_SECONDS"] == "900"
     variables = api["Environment"]["Variables"]
     assert variables["CME_ATTACK_FUNCTION_ARN"] == {"Fn::GetAtt": ["Attack", "Arn"]}
@@ -349,7 +350,10 @@ def test_functions_follow_chalice_deploy_naming_and_get_exact_arns(template: dic
 def test_no_statement_grants_everything(template: dict[str, Any]):
     roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
     assert len(roles) == 5  # the four functions' and the scheduler's
-    for role in roles:
+    # ... and the grant to publish notifications, when a topic is set.
+    policies = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Policy"]
+    assert len(policies) == 1
+    for role in roles + [{"Properties": {"Policies": [p["Properties"]]}} for p in policies]:
         for statement in statements(role):
             actions = as_list(statement["Action"])
             assert all("*" not in action for action in actions), statement
@@ -371,9 +375,20 @@ def test_the_api_may_only_touch_its_own_schedules_and_pass_only_the_scheduler_ro
         "OwnLogs",
         "EngineTables",
         "EngineControl",
+        "RecordEvents",
+        "ReadEvents",
         "OwnSchedules",
         "PassSchedulerRole",
     }
+    # The audit trail: events are only added (never changed or removed: TTL expires
+    # them), and read through the three indexes GET /api/1/events queries.
+    assert by_sid["RecordEvents"]["Action"] == ["dynamodb:PutItem"]
+    assert by_sid["RecordEvents"]["Resource"] == {"Fn::GetAtt": ["EventsTable", "Arn"]}
+    assert by_sid["ReadEvents"]["Action"] == ["dynamodb:Query"]
+    assert by_sid["ReadEvents"]["Resource"] == [
+        {"Fn::Sub": f"${{EventsTable.Arn}}/index/{index}"}
+        for index in ("by_time", "by_kind", "by_plan")
+    ]
     schedules = by_sid["OwnSchedules"]
     assert "${ScheduleGroup}/*" in schedules["Resource"]["Fn::Sub"]
     assert set(schedules["Action"]) == {
@@ -422,8 +437,11 @@ def test_the_reaper_runs_every_five_minutes_and_may_only_find_end_and_remove(
         "EndLostExecutors",
         "RemoveOrphansAndAbandonedPlans",
         "RemoveAbandonedPlansExecutors",
+        "RecordEvents",
         "DeleteOwnSchedules",
     }
+    assert by_sid["RecordEvents"]["Action"] == ["dynamodb:PutItem"]
+    assert by_sid["RecordEvents"]["Resource"] == {"Fn::GetAtt": ["EventsTable", "Arn"]}
     assert all(
         "chaos-monkey-engine-${Stage}-reaper" in resource["Fn::Sub"]
         for resource in by_sid["OwnLogs"]["Resource"]
@@ -492,7 +510,7 @@ def test_the_expander_runs_hourly_and_may_only_expand_and_schedule(
 
 def test_storage_and_queue_are_durable_and_encrypted(template: dict[str, Any]):
     resources = template["Resources"]
-    for name in ("PlansTable", "ExecutorsTable"):
+    for name in ("PlansTable", "ExecutorsTable", "ControlTable", "EventsTable"):
         table = resources[name]["Properties"]
         assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
         assert table["SSESpecification"] == {"SSEEnabled": True}
@@ -550,8 +568,12 @@ def test_chalice_deploy_policies_grant_what_the_package_grants(
 ):
     """The static .chalice policy files (chalice deploy route) and the template agree."""
     path = ROOT / ".chalice" / f"policy-{function}-{stage}.json"
+    # NotifyTopic is in the file only when the stage sets a topic, and in the template a
+    # conditional policy of its own (test_stage_wiring checks both).
     from_file = {
-        s["Sid"]: sorted(as_list(s["Action"])) for s in json.loads(path.read_text())["Statement"]
+        s["Sid"]: sorted(as_list(s["Action"]))
+        for s in json.loads(path.read_text())["Statement"]
+        if s["Sid"] != "NotifyTopic"
     }
     from_template = {
         s["Sid"]: sorted(as_list(s["Action"])) for s in statements(template["Resources"][role])

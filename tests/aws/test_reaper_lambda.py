@@ -14,7 +14,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib.api.context import set_engine
-from chalicelib.bootstrap import Engine, build_aws_engine, build_engine
+from chalicelib.bootstrap import Engine, build_audit, build_aws_engine, build_engine
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan
 from chalicelib.services.execution import ABANDONED_AFTER
 from chalicelib.settings import Settings
@@ -34,13 +34,19 @@ TRANSACTION_ITEM_ACTIONS = {
 
 @pytest.fixture
 def dev_engine(aws: None, chalice_app: Any, clock: FixedClock) -> Engine:
-    """An engine on moto's DynamoDB with the dev stage's table names, given to the app."""
+    """An engine on moto's DynamoDB with the dev stage's table names (its events table
+    too, recording the audit trail as deployed), given to the app."""
     from chalicelib.adapters.dynamo import DynamoStore
+    from chalicelib.adapters.dynamo_events import DynamoEventLog
 
     settings = Settings.from_env({**stage_environment("dev"), "AWS_REGION": REGION})
     store = DynamoStore(settings)
     store.create_tables()
-    engine = build_engine(settings, store, lambda runner: RecordingScheduler({}), clock)
+    DynamoEventLog(settings).create_table()
+    audit = build_audit(settings, local=False, clock=clock)
+    engine = build_engine(
+        settings, store, lambda runner: RecordingScheduler({}), clock, audit=audit
+    )
     set_engine(chalice_app, engine)
     return engine
 
@@ -149,6 +155,8 @@ def iam_requests(service: str, operation: str, request: dict[str, Any]) -> list[
         # A schedule's ARN names its group ("default" when the request names none).
         group = request.get("GroupName", "default")
         return [(f"scheduler:{operation}", schedule_arn(group, request["Name"]))]
+    if service == "sns" and "TopicArn" in request:
+        return [(f"sns:{operation}", request["TopicArn"])]
     return [(f"{service}:{operation}", "*")]
 
 
@@ -302,9 +310,10 @@ def test_the_reaper_policy_grants_every_call_the_reaper_makes(
         for pair in iam_requests(service, operation, request)
     }
     table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/chaos-monkey-engine-dev-"
-    executors, plans = table + "executors", table + "plans"
+    executors, plans, events = table + "executors", table + "plans", table + "events"
     group = dev_settings().schedule_group
     assert needed == {
+        ("dynamodb:PutItem", events),  # executor.finished of the lost one
         ("dynamodb:Query", executors + "/index/by_bucket"),  # running, never delivered
         ("dynamodb:Query", plans + "/index/by_bucket"),  # abandoned plans
         ("dynamodb:Query", executors + "/index/by_plan"),  # next_execution, a plan's executors
@@ -332,6 +341,8 @@ def test_the_reaper_policy_grants_every_call_the_reaper_makes(
     assert not granted(policy, "dynamodb:BatchGetItem", plans)
     assert not granted(policy, "dynamodb:BatchWriteItem", plans)
     assert not granted(policy, "dynamodb:Query", executors)
+    assert not granted(policy, "dynamodb:Query", events + "/index/by_time")
+    assert not granted(policy, "dynamodb:PutItem", events.replace("-dev-", "-prod-"))
     for action in ("GetItem", "UpdateItem", "DeleteItem"):
         assert not granted(policy, f"dynamodb:{action}", executors.replace("-dev-", "-prod-"))
         assert not granted(policy, f"dynamodb:{action}", plans.replace("-dev-", "-prod-"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,14 @@ def test_dev_and_prod_name_their_own_resources():
         assert environment["CME_PLANS_TABLE"] == f"{prefix}-plans"
         assert environment["CME_EXECUTORS_TABLE"] == f"{prefix}-executors"
         assert environment["CME_CONTROL_TABLE"] == f"{prefix}-control"
+        assert environment["CME_EVENTS_TABLE"] == f"{prefix}-events"
+        # Notifications are opt-in: nothing is sent, and nothing may be published, until
+        # the stage names a webhook or a topic (docs/deploy.md).
+        assert environment["CME_NOTIFY_WEBHOOK_URL"] == ""
+        assert environment["CME_NOTIFY_SNS_TOPIC_ARN"] == ""
+        settings = Settings.from_env(environment)
+        assert settings.events_table == f"{prefix}-events"
+        assert settings.notify_webhook_url is None and settings.notify_sns_topic_arn is None
         for name in ("CME_SCHEDULER_ROLE_ARN", "CME_ATTACK_FUNCTION_ARN", "CME_DEAD_LETTER_ARN"):
             assert prefix in environment[name]
     assert "CME_AUTH" not in stage_environment("local")
@@ -158,6 +167,7 @@ TABLES = {
     "PlansTable": "CME_PLANS_TABLE",
     "ExecutorsTable": "CME_EXECUTORS_TABLE",
     "ControlTable": "CME_CONTROL_TABLE",
+    "EventsTable": "CME_EVENTS_TABLE",
 }
 
 
@@ -187,3 +197,172 @@ def test_the_packaged_functions_are_given_every_table(function: str):
     ]
     for logical, variable in TABLES.items():
         assert variables[variable] == {"Ref": logical}
+    # The notification settings are the stack's parameters (empty by default).
+    assert variables["CME_NOTIFY_SNS_TOPIC_ARN"] == {"Ref": "NotifySnsTopicArn"}
+    assert variables["CME_NOTIFY_WEBHOOK_URL"] == {"Ref": "NotifyWebhookUrl"}
+
+
+# -- the events table: what DynamoEventLog.create_table makes -------------------------------
+
+
+def test_the_template_declares_the_events_table_the_event_log_creates(aws: None):
+    """Keys, attributes and indexes (with their projections) exactly as the deployed code's
+    own create_table makes them (local mode's --store moto, the tests), and TTL on
+    ``expires_at`` as that table has it: an index the code queries that the template lacks
+    (or a key of another type) fails here, not as a ValidationException in AWS."""
+    from chalicelib.adapters.dynamo_events import DynamoEventLog
+
+    settings = Settings.from_env({**stage_environment("dev"), "AWS_REGION": REGION})
+    DynamoEventLog(settings).create_table()
+    client = boto3.client("dynamodb", region_name=REGION)
+    actual = client.describe_table(TableName=settings.events_table)["Table"]
+    declared = merged_template("dev")["Resources"]["EventsTable"]["Properties"]
+
+    assert declared["KeySchema"] == actual["KeySchema"]
+    assert declared["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert sorted(declared["AttributeDefinitions"], key=str) == sorted(
+        actual["AttributeDefinitions"], key=str
+    )
+
+    def indexes(table: dict[str, Any]) -> dict[str, Any]:
+        return {
+            index["IndexName"]: (index["KeySchema"], index["Projection"])
+            for index in table["GlobalSecondaryIndexes"]
+        }
+
+    assert indexes(declared) == indexes(actual)
+    assert set(indexes(declared)) == {"by_time", "by_kind", "by_plan"}
+    assert declared["BillingMode"] == actual["BillingModeSummary"]["BillingMode"]
+    ttl = client.describe_time_to_live(TableName=settings.events_table)["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
+    assert declared["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+# -- notifications: sns:Publish on exactly the stage's topic, only when it is set -----------
+
+NOTIFYING_ROLES = ["ApiHandlerRole", "AttackRole", "ReaperRole"]
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_only_a_set_topic_is_granted_and_only_to_the_functions_that_notify(stage: str):
+    """The attack and the reaper end executors, the API changes the halt; the expander
+    notifies nothing. The grant is a policy of its own that exists only under
+    HasNotifyTopic, on the parameter's topic, so an empty parameter grants nothing."""
+    template = merged_template(stage)
+    parameter = template["Parameters"]["NotifySnsTopicArn"]
+    assert parameter["Default"] == ""
+    assert template["Parameters"]["NotifyWebhookUrl"] == {
+        "Type": "String",
+        "Default": "",
+        "NoEcho": True,  # webhook services put their tokens in the URL
+        "Description": template["Parameters"]["NotifyWebhookUrl"]["Description"],
+    }
+    assert template["Conditions"]["HasNotifyTopic"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "NotifySnsTopicArn"}, ""]}]
+    }
+    resources = template["Resources"]
+    publishing = [
+        (logical, resource)
+        for logical, resource in resources.items()
+        if "sns:Publish" in json.dumps(resource)
+    ]
+    ((logical, policy),) = publishing
+    assert logical == "NotifyTopicPolicy"
+    assert policy["Type"] == "AWS::IAM::Policy"
+    assert policy["Condition"] == "HasNotifyTopic"
+    properties = policy["Properties"]
+    assert properties["Roles"] == [{"Ref": role} for role in NOTIFYING_ROLES]
+    assert properties["PolicyDocument"]["Statement"] == [
+        {
+            "Sid": "NotifyTopic",
+            "Effect": "Allow",
+            "Action": "sns:Publish",
+            "Resource": {"Ref": "NotifySnsTopicArn"},
+        }
+    ]
+    # The parameter takes any partition's standard topic and refuses anything else.
+    pattern = re.compile(parameter["AllowedPattern"])
+    for accepted in (
+        "",
+        f"arn:aws:sns:{REGION}:{ACCOUNT}:cme",
+        f"arn:aws-cn:sns:cn-north-1:{ACCOUNT}:a_b-c",
+    ):
+        assert pattern.fullmatch(accepted), accepted
+    for refused in (
+        "*",
+        f"arn:aws:sns:{REGION}:{ACCOUNT}:*",
+        f"arn:aws:sqs:{REGION}:{ACCOUNT}:cme",
+        f"arn:aws:sns:{REGION}:{ACCOUNT}:cme.fifo",
+    ):
+        assert not pattern.fullmatch(refused), refused
+
+
+FUNCTIONS = {"api": True, "attack": True, "reaper": True, "expander": False}  # notifies?
+
+
+def notify_grant_problems(topic: str, policies: dict[str, dict[str, Any]]) -> list[str]:
+    """How the `chalice deploy` policies (function -> document) differ from: sns:Publish on
+    exactly ``topic`` for the functions that notify, when it is set; no SNS grant else."""
+    problems = []
+    for function, document in policies.items():
+        sns = [
+            statement
+            for statement in document["Statement"]
+            if "sns:" in json.dumps(statement.get("Action"))
+        ]
+        wanted = (
+            [{"Sid": "NotifyTopic", "Effect": "Allow", "Action": "sns:Publish", "Resource": topic}]
+            if topic and FUNCTIONS[function]
+            else []
+        )
+        if sns != wanted:
+            problems.append(f"{function}: grants {sns}, wanted {wanted}")
+    return problems
+
+
+def policy_files(stage: str) -> dict[str, dict[str, Any]]:
+    return {
+        function: json.loads((ROOT / ".chalice" / f"policy-{function}-{stage}.json").read_text())
+        for function in FUNCTIONS
+    }
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_chalice_deploy_policies_grant_sns_only_for_the_stages_topic(stage: str):
+    """A static policy cannot be conditional: whoever sets CME_NOTIFY_SNS_TOPIC_ARN in a
+    stage adds the NotifyTopic statement to that stage's api, attack and reaper files
+    (docs/deploy.md), and this test holds the two together."""
+    topic = stage_environment(stage)["CME_NOTIFY_SNS_TOPIC_ARN"]
+    assert notify_grant_problems(topic, policy_files(stage)) == []
+
+
+def test_the_sns_grant_check_refuses_a_missing_a_wider_or_an_unset_topics_grant():
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:cme-dev"
+    unset = policy_files("dev")
+    assert notify_grant_problems("", unset) == []
+    assert [p.split(":")[0] for p in notify_grant_problems(topic, unset)] == [
+        "api",
+        "attack",
+        "reaper",
+    ]
+
+    def with_statement(resource: str, functions: tuple[str, ...]) -> dict[str, Any]:
+        policies = policy_files("dev")
+        for function in functions:
+            policies[function]["Statement"].append(
+                {
+                    "Sid": "NotifyTopic",
+                    "Effect": "Allow",
+                    "Action": "sns:Publish",
+                    "Resource": resource,
+                }
+            )
+        return policies
+
+    assert notify_grant_problems(topic, with_statement(topic, ("api", "attack", "reaper"))) == []
+    wider = with_statement(f"arn:aws:sns:{REGION}:{ACCOUNT}:*", ("api", "attack", "reaper"))
+    assert len(notify_grant_problems(topic, wider)) == 3
+    expander = with_statement(topic, ("api", "attack", "reaper", "expander"))
+    assert [p.split(":")[0] for p in notify_grant_problems(topic, expander)] == ["expander"]
+    # A grant left behind once the stage's topic is unset.
+    assert len(notify_grant_problems("", with_statement(topic, ("attack",)))) == 1
