@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
@@ -30,7 +31,13 @@ from chalicelib.domain.errors import (
     SchedulingError,
     clip,
 )
-from chalicelib.domain.model import Executor, ExecutorStatus, Plan, ProposedExecutor
+from chalicelib.domain.model import (
+    Executor,
+    ExecutorStatus,
+    Plan,
+    ProposedExecutor,
+    StatusCounts,
+)
 from chalicelib.domain.ports import (
     MAX_PAGE_SIZE,
     Clock,
@@ -273,6 +280,9 @@ class PlanService:
                 raise
             raise SchedulingError(str(error)) from error
         plan.committed = True
+        # The draft's counts are empty (the store counts what it holds): the plan's own
+        # executors, so that the returned plan and its plan.created event say how many.
+        plan.counts = StatusCounts(dict(Counter(executor.status for executor in executors)))
         log.info(
             "plan created",
             extra={
