@@ -34,8 +34,9 @@ ENGINE_ACTOR = "engine"
 # The largest value (as JSON) an event keeps of a config or a result; a longer one is
 # cut (an event is a record of what changed, not a copy of a 100 KB argument).
 MAX_VALUE_CHARS = 2048
-# The keys of an attack's result that say what it targeted, in order of preference.
-TARGET_KEYS = ("target", "targets", "instance", "node", "url", "host", "hosts")
+# The keys of an attack's result that say what it targeted, in order of preference
+# ("endpoint": the bundled api_request attack's).
+TARGET_KEYS = ("target", "targets", "instance", "node", "url", "endpoint", "host", "hosts")
 
 
 def small(value: Any, limit: int = MAX_VALUE_CHARS) -> Any:
