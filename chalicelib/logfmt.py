@@ -24,6 +24,8 @@ QUIETED = (
     "apscheduler",
     "werkzeug",
     "moto",
+    # moto's HTTP mock (local mode): logs every passed-through URL, a webhook's path too.
+    "responses",
     "pynamodb",
 )
 
