@@ -368,3 +368,80 @@ def test_the_reaper_never_touches_a_running_executor_of_now(
     assert invoke_reaper(chalice_app) == {"reaped": 0}
     stored = dev_engine.store.get_executor(executor.id)
     assert stored is not None and stored.status is ExecutorStatus.RUNNING
+
+
+def test_with_a_topic_set_the_reaper_publishes_to_it_as_the_template_grants(
+    chalice_app: Any,
+    dev_engine: Engine,
+    clock: FixedClock,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """CME_NOTIFY_SNS_TOPIC_ARN set (the stack's NotifySnsTopicArn): the reaper's one
+    executor.finished reaches the topic before the Lambda returns, through sns:Publish on
+    that topic and nothing else, which the template's conditional NotifyTopicPolicy grants
+    the reaper's role."""
+    from botocore.client import BaseClient
+
+    from tests.aws.test_stage_wiring import merged_template
+
+    sns = boto3.client("sns", region_name=REGION)
+    topic = sns.create_topic(Name="chaos-monkey-engine-dev-notify")["TopicArn"]
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue = sqs.create_queue(QueueName="notified")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=queue_arn["Attributes"]["QueueArn"],
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    boto3.client("scheduler", region_name=REGION).create_schedule_group(
+        Name=dev_settings().schedule_group
+    )
+    monkeypatch.setattr("chalicelib.bootstrap.SystemClock", lambda: clock)
+    settings = Settings.from_env(
+        {**stage_environment("dev"), "AWS_REGION": REGION, "CME_NOTIFY_SNS_TOPIC_ARN": topic}
+    )
+    set_engine(chalice_app, build_aws_engine(settings))
+    lost = lost_executor(dev_engine, clock)
+
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    lock = threading.Lock()
+    real_call = BaseClient._make_api_call
+
+    def recording(self: BaseClient, operation: str, request: dict[str, Any]) -> Any:
+        with lock:
+            calls.append((self.meta.service_model.service_name, operation, dict(request)))
+        return real_call(self, operation, request)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(BaseClient, "_make_api_call", recording)
+        assert invoke_reaper(chalice_app) == {"reaped": 1}
+
+    published = {
+        pair
+        for service, operation, request in calls
+        if service == "sns"
+        for pair in iam_requests(service, operation, request)
+    }
+    assert published == {("sns:Publish", topic)}
+    (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    body = json.loads(message["Body"])
+    assert (body["kind"], body["executor_id"], body["status"]) == (
+        "executor.finished",
+        lost.id,
+        "failed",
+    )
+
+    resources = merged_template("dev")["Resources"]
+    policy = resources["NotifyTopicPolicy"]
+    assert {"Ref": "ReaperRole"} in policy["Properties"]["Roles"]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Resource"] == {"Ref": "NotifySnsTopicArn"}
+    # The parameter's value in place of its Ref: exactly the topic the reaper published to.
+    document = {"Statement": [{**statement, "Resource": topic}]}
+    assert granted(document, "sns:Publish", topic)
+    assert not granted(document, "sns:Publish", topic + "-other")
+    assert resources["Reaper"]["Properties"]["Environment"]["Variables"][
+        "CME_NOTIFY_SNS_TOPIC_ARN"
+    ] == {"Ref": "NotifySnsTopicArn"}

@@ -243,9 +243,12 @@ def test_the_expander_lambda_expands_and_is_granted_every_call_it_makes(
     from botocore.client import BaseClient
 
     from chalicelib.adapters.dynamo import DynamoStore
+    from chalicelib.adapters.dynamo_events import DynamoEventLog
 
     settings = dev_settings()
     DynamoStore(settings).create_tables()
+    # The audit trail as deployed: the API's changes below are recorded in it.
+    DynamoEventLog(settings).create_table()
     boto3.client("scheduler", region_name=REGION).create_schedule_group(
         Name=settings.schedule_group
     )
@@ -329,3 +332,12 @@ def test_the_expander_lambda_expands_and_is_granted_every_call_it_makes(
             action == used and fnmatch.fnmatchcase(resource, pattern) for used, resource in needed
         ), f"{action} on {pattern} is granted but never needed"
     assert not granted(policy, "dynamodb:DeleteItem", plans)
+    # An expansion records no event (nor sends anything): no grant on the audit trail.
+    events = table + "events"
+    assert not [pair for pair in needed if pair[1].startswith(events)]
+    assert {service for service, _, _ in expander_calls} == {"dynamodb", "scheduler"}
+    assert not granted(policy, "dynamodb:PutItem", events)
+    assert not granted(policy, "dynamodb:Query", events + "/index/by_time")
+    assert engine.audit is not None
+    recorded = engine.audit.events.list(None, None, 50, None).items
+    assert {event.kind.value for event in recorded} == {"plan.created", "plan.paused"}

@@ -179,3 +179,94 @@ def test_the_control_table_is_granted_exactly_the_calls_each_function_makes_on_i
         == actions_granted_on(policy("attack"), other)
         == set()
     )
+
+
+# -- the events table (the audit trail) ---------------------------------------------------
+
+EVENTS = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/chaos-monkey-engine-dev-events"
+EVENT_INDEXES = [f"{EVENTS}/index/{name}" for name in ("by_time", "by_kind", "by_plan")]
+
+
+def on_events(needs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    return {(action, resource) for action, resource in needs if resource.startswith(EVENTS)}
+
+
+def test_the_events_table_is_granted_exactly_the_calls_each_function_makes_on_it(
+    chalice_app: Any, dev_engine: Engine, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API records plan, executor and halt changes (PutItem) and GET /api/1/events
+    reads the three indexes (Query: all, one kind, one plan); the attack function records
+    an executor's start and outcome (PutItem). Nothing reads or writes an event by key,
+    changes or deletes one (TTL expires them). The reaper's PutItem is proved by
+    test_reaper_lambda, the expander's none by test_recurring_deployed."""
+    plan = {
+        "name": "audited",
+        "attack": {
+            "ref": "api_request:ApiRequest",
+            "args": {"endpoint": "http://127.0.0.1:9/", "method": "GET"},
+        },
+        "planner": {
+            "ref": "simple_planner:SimplePlanner",
+            "args": {"min_time": "11:00", "max_time": "12:00", "times": 3},
+        },
+    }
+    json_body = {"Content-Type": "application/json"}
+    with Client(chalice_app) as client, recorded(monkeypatch) as api_needs:
+        answer = client.http.post("/api/1/plans", body=json.dumps(plan).encode(), headers=json_body)
+        assert answer.status_code == 200, answer.body
+        plan_id = json.loads(answer.body)["id"]
+        executors = json.loads(client.http.get(f"/api/1/plans/{plan_id}").body)["_embedded"]
+        first, second, third = (e["id"] for e in executors["executors"])
+        moved = {"type": "date", "args": {"date": "2026-12-01T13:00"}}
+        path = f"/api/1/executors/{second}"
+        answer = client.http.put(path, body=json.dumps(moved).encode(), headers=json_body)
+        assert answer.status_code == 200, answer.body
+        assert client.http.delete(f"/api/1/executors/{third}").status_code == 200
+        for halted in ({"halted": True, "reason": "grants"}, {"halted": False}):
+            body = json.dumps(halted).encode()
+            answer = client.http.put("/api/1/halt", body=body, headers=json_body)
+            assert answer.status_code == 200, answer.body
+        for query in ("", "?kind=plan.created", f"?plan_id={plan_id}"):
+            answer = client.http.get(f"/api/1/events{query}")
+            assert answer.status_code == 200, answer.body
+
+    clock.current = dev_engine.executors.get(first).next_run_time
+    with Client(chalice_app) as client, recorded(monkeypatch) as attack_needs:
+        client.lambda_.invoke("attack", {"executor_id": first})
+
+    # Every change was recorded, on the stage's table (the calls above succeeded).
+    assert dev_engine.audit is not None
+    kinds = [event.kind.value for event in dev_engine.audit.events.list(None, None, 50, None).items]
+    assert sorted(kinds) == sorted(
+        [
+            "plan.created",
+            "executor.moved",
+            "executor.deleted",
+            "halt.changed",
+            "halt.changed",
+            "executor.started",
+            "executor.finished",
+        ]
+    )
+    assert on_events(api_needs) == {("dynamodb:PutItem", EVENTS)} | {
+        ("dynamodb:Query", index) for index in EVENT_INDEXES
+    }
+    assert on_events(attack_needs) == {("dynamodb:PutItem", EVENTS)}
+
+    for name, needs in (("api", api_needs), ("attack", attack_needs)):
+        document = policy(name)
+        for action, resource in sorted(on_events(needs)):
+            assert granted(document, action, resource), f"{name}: {action} on {resource}"
+        for resource in (EVENTS, *EVENT_INDEXES):
+            used = {action for action, on in needs if on == resource}
+            assert actions_granted_on(document, resource) == used, f"{name}: {resource}"
+    assert actions_granted_on(policy("reaper"), EVENTS) == {"dynamodb:PutItem"}
+    for name in ("attack", "reaper", "expander"):
+        for index in EVENT_INDEXES:
+            assert actions_granted_on(policy(name), index) == set(), f"{name}: {index}"
+    assert actions_granted_on(policy("expander"), EVENTS) == set()
+    # Nothing of the other stage's trail, and no index the code does not query.
+    other = EVENTS.replace("-dev-", "-prod-")
+    for name in ("api", "attack", "reaper", "expander"):
+        assert actions_granted_on(policy(name), other) == set(), name
+        assert actions_granted_on(policy(name), f"{EVENTS}/index/by_actor") == set(), name
