@@ -7,15 +7,14 @@ classes, so its base class is not registered under their names.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chalicelib.plugins.contract import AttackContext
 from chalicelib.plugins.targeting import (
     BLAST_RADIUS_PROPERTIES,
     BLAST_RADIUS_RULES,
+    ActOnEach,
     BlastRadius,
-    Outcome,
     Strike,
     TargetKind,
 )
@@ -103,36 +102,25 @@ INSTANCES: TargetKind[Instance] = TargetKind(
 )
 
 
-class InstanceActuator:
+def instance_actuator(
+    instances: EC2Instances, action: str, context: AttackContext
+) -> ActOnEach[Instance]:
     """Terminates, stops or reboots each picked instance through Libcloud."""
+    from chalicelib.adapters.ec2 import EC2Error
 
-    def __init__(self, instances: EC2Instances, action: str, context: AttackContext) -> None:
-        self.instances = instances
-        self.action = action
-        self.context = context
+    def done(target: Instance) -> None:
+        context.logger.info(
+            "%s %s",
+            action,
+            target.id,
+            extra={
+                "executor_id": context.executor_id,
+                "instance_id": target.id,
+                "region": instances.region,
+            },
+        )
 
-    def act(self, targets: Sequence[Instance], result: dict[str, Any]) -> list[Outcome]:
-        from chalicelib.adapters.ec2 import EC2Error
-
-        outcomes = []
-        for target in targets:
-            try:
-                getattr(self.instances, self.action)(target)
-            except EC2Error as error:
-                outcomes.append(Outcome(target.id, target.describe(), str(error)))
-                continue
-            outcomes.append(Outcome(target.id, target.describe()))
-            self.context.logger.info(
-                "%s %s",
-                self.action,
-                target.id,
-                extra={
-                    "executor_id": self.context.executor_id,
-                    "instance_id": target.id,
-                    "region": self.instances.region,
-                },
-            )
-        return outcomes
+    return ActOnEach(INSTANCES, getattr(instances, action), (EC2Error,), done)
 
 
 class EC2InstanceAttack(Attack):
@@ -187,7 +175,7 @@ class EC2InstanceAttack(Attack):
             kind=INSTANCES,
             action=self.action,
             find=find,
-            actuator=lambda: InstanceActuator(instances, self.action, self.context),
+            actuator=lambda: instance_actuator(instances, self.action, self.context),
             radius=BlastRadius.from_args(args),
             no_match=NO_MATCH,
             result=result,

@@ -6,7 +6,6 @@ its base class is not registered under their names.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from chalicelib.adapters.secrets import SECRET_REFERENCE_SCHEMA
@@ -15,8 +14,8 @@ from chalicelib.plugins.contract import AttackContext
 from chalicelib.plugins.targeting import (
     BLAST_RADIUS_PROPERTIES,
     BLAST_RADIUS_RULES,
+    ActOnEach,
     BlastRadius,
-    Outcome,
     Strike,
     TargetKind,
 )
@@ -139,33 +138,22 @@ def node_kind(provider: str) -> TargetKind[CloudNode]:
     )
 
 
-class NodeActuator:
+def node_actuator(nodes: CloudNodes, action: str, context: AttackContext) -> ActOnEach[CloudNode]:
     """Terminates, stops or reboots each picked node through its provider's driver."""
+    from chalicelib.adapters.cloud_nodes import NodeError
 
-    def __init__(self, nodes: CloudNodes, action: str, context: AttackContext) -> None:
-        self.nodes = nodes
-        self.action = action
-        self.context = context
+    def done(target: CloudNode) -> None:
+        context.logger.info(
+            "%s %s node %s",
+            action,
+            nodes.provider,
+            target.id,
+            extra={"executor_id": context.executor_id, "node_id": target.id},
+        )
 
-    def act(self, targets: Sequence[CloudNode], result: dict[str, Any]) -> list[Outcome]:
-        from chalicelib.adapters.cloud_nodes import NodeError
-
-        outcomes = []
-        for target in targets:
-            try:
-                self.nodes.act(self.action, target)
-            except NodeError as error:
-                outcomes.append(Outcome(target.id, target.describe(), str(error)))
-                continue
-            outcomes.append(Outcome(target.id, target.describe()))
-            self.context.logger.info(
-                "%s %s node %s",
-                self.action,
-                self.nodes.provider,
-                target.id,
-                extra={"executor_id": self.context.executor_id, "node_id": target.id},
-            )
-        return outcomes
+    return ActOnEach(
+        node_kind(nodes.provider), lambda target: nodes.act(action, target), (NodeError,), done
+    )
 
 
 class NodeAttack(Attack):
@@ -235,7 +223,7 @@ class NodeAttack(Attack):
             kind=node_kind(provider),
             action=self.action,
             find=find,
-            actuator=lambda: NodeActuator(found[0], self.action, self.context),
+            actuator=lambda: node_actuator(found[0], self.action, self.context),
             radius=BlastRadius.from_args(args),
             no_match=NO_MATCH,
             result=result,

@@ -334,6 +334,32 @@ class Actuator(Protocol[T_contra]):
 
 
 @dataclass(frozen=True)
+class ActOnEach(Generic[T]):
+    """The real actuator of a family that acts on a target with one call: ``act_one`` on
+    each picked target in turn. One of ``errors`` is that target's failure (recorded in
+    its Outcome; the others are still acted on); anything else fails the attack.
+    ``done`` logs a target acted on."""
+
+    kind: TargetKind[T]
+    act_one: Callable[[T], None]
+    errors: tuple[type[Exception], ...]
+    done: Callable[[T], None]
+
+    def act(self, targets: Sequence[T], result: dict[str, Any]) -> list[Outcome]:
+        outcomes = []
+        for target in targets:
+            target_id, entry = self.kind.id_of(target), self.kind.describe(target)
+            try:
+                self.act_one(target)
+            except self.errors as error:
+                outcomes.append(Outcome(target_id, entry, str(error)))
+                continue
+            outcomes.append(Outcome(target_id, entry))
+            self.done(target)
+        return outcomes
+
+
+@dataclass(frozen=True)
 class ReportOnly(Generic[T]):
     """The dry run's actuator: touches nothing, says what the real one would have done."""
 
