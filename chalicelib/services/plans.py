@@ -125,6 +125,18 @@ def keyed_plan_id(key: str) -> str:
     return uuid.uuid5(_KEYED_PLANS, key).hex
 
 
+def executor_of(plan: Plan, proposal: ProposedExecutor, executor_id: str | None = None) -> Executor:
+    """The executor a planner's proposal becomes in ``plan`` (a new id unless given)."""
+    return Executor(
+        id=executor_id or uuid.uuid4().hex,
+        plan_id=plan.id,
+        name=proposal.name,
+        next_run_time=ceil_to_second(proposal.run_at),
+        attack=proposal.attack,
+        dry_run=plan.dry_run,
+    )
+
+
 @dataclass(frozen=True)
 class PlanView:
     """A plan with the first page of its executors."""
@@ -354,14 +366,7 @@ class PlanService:
             )
         )
         executors = [
-            Executor(
-                id=ids.get(ceil_to_second(proposal.run_at)) or uuid.uuid4().hex,
-                plan_id=plan.id,
-                name=proposal.name,
-                next_run_time=ceil_to_second(proposal.run_at),
-                attack=proposal.attack,
-                dry_run=plan.dry_run,
-            )
+            executor_of(plan, proposal, ids.get(ceil_to_second(proposal.run_at)))
             for proposal in proposals
         ]
         return PlanDraft(plan, executors, attack_class)
@@ -639,17 +644,7 @@ class PlanService:
             )
             # A proposal too close or past makes _propose refuse them all: keep the rest.
             proposals = self._proposals_ahead(planner_class, plan)
-        return [
-            Executor(
-                id=uuid.uuid4().hex,
-                plan_id=plan.id,
-                name=proposal.name,
-                next_run_time=ceil_to_second(proposal.run_at),
-                attack=proposal.attack,
-                dry_run=plan.dry_run,
-            )
-            for proposal in proposals
-        ]
+        return [executor_of(plan, proposal) for proposal in proposals]
 
     def _proposals_ahead(self, planner_class: type[Planner], plan: Plan) -> ProposalList:
         planner = planner_class(plan.name)
