@@ -74,16 +74,37 @@ class HealthCheck:
 class MinInterval:
     """At most one attack per ``interval`` on the target group ``group``.
 
-    ``group`` is "plan" (the plan's own executors, keyed by its id) or a name that plans
-    share, such as a tag value ("tag:App=web"): every plan naming it shares one clock.
+    ``group`` is "plan" (the plan's own executors, keyed by its id); ``tag:KEY`` (no
+    ``=``): the value the attack's filters give that tag, so every plan attacking
+    ``tag:App=web`` shares one clock whatever its other filters; or any other name
+    plans share ("tag:App=web", "payments"): every plan naming it shares one clock.
     """
 
     interval: timedelta
     group: str = "plan"
 
-    def key(self, plan_id: str) -> str:
-        """The record the interval is kept on."""
-        return f"plan:{plan_id}" if self.group == "plan" else f"group:{self.group}"
+    def key(self, plan_id: str, attack_args: Mapping[str, Any] | None = None) -> str:
+        """The record the interval is kept on. ValueError for a ``tag:KEY`` group whose
+        attack filters name no such tag (refused at plan time)."""
+        if self.group == "plan":
+            return f"plan:{plan_id}"
+        return f"group:{self.group_name(attack_args)}"
+
+    def group_name(self, attack_args: Mapping[str, Any] | None) -> str:
+        """The group as shown in a reason: ``tag:KEY=VALUE`` for a ``tag:KEY`` group (its
+        values sorted and joined by commas when the filter lists several)."""
+        if not self.group.startswith("tag:") or "=" in self.group:
+            return self.group
+        filters = (attack_args or {}).get("filters")
+        value = filters.get(self.group) if isinstance(filters, Mapping) else None
+        if isinstance(value, str) and value:
+            return f"{self.group}={value}"
+        if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            return f"{self.group}={','.join(sorted(value))}"
+        raise ValueError(
+            f"group {self.group!r} names the value of the attack's {self.group} filter, "
+            "and its filters have none"
+        )
 
 
 @dataclass(frozen=True)
@@ -171,7 +192,8 @@ SAFETY_SCHEMA: dict[str, Any] = {
                     "type": "string",
                     "minLength": 1,
                     "maxLength": 256,
-                    "description": '"plan" (default) or a name plans share, e.g. "tag:App=web"',
+                    "description": '"plan" (default); "tag:KEY": the value the attack\'s '
+                    'filters give that tag; or a name plans share, e.g. "payments"',
                 },
             },
             "required": ["seconds"],

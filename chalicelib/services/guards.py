@@ -53,10 +53,10 @@ def _target(url: str) -> str:
     return clip(f"{parts.scheme}://{shown_host}:{port}", 120)
 
 
-def _group(interval: MinInterval, plan_id: str) -> str:
+def _group(interval: MinInterval, plan: Plan) -> str:
     if interval.group == "plan":
-        return f"plan {plan_id}"
-    return f"group {clip(interval.group, 120)!r}"
+        return f"plan {plan.id}"
+    return f"group {clip(interval.group_name(plan.attack.get('args')), 120)!r}"
 
 
 @dataclass
@@ -234,13 +234,14 @@ class SafetyGuards:
         interval = PlanSafety.from_dict(plan.safety).min_interval
         if interval is None:
             return Verdict("min_interval", True, "min interval: the plan sets none")
-        last = self.store.record_attack(interval.key(plan.id), now, interval.interval)
+        key = interval.key(plan.id, plan.attack.get("args"))
+        last = self.store.record_attack(key, now, interval.interval)
         if last is not None:
             return self._interval_refusal(interval, plan, last)
         return Verdict(
             "min_interval",
             True,
-            f"min interval: recorded this attack on {_group(interval, plan.id)} "
+            f"min interval: recorded this attack on {_group(interval, plan)} "
             f"(one per {_seconds(interval)})",
         )
 
@@ -248,14 +249,14 @@ class SafetyGuards:
         interval = PlanSafety.from_dict(plan.safety).min_interval
         if interval is None:
             return Verdict("min_interval", True, "min interval: the plan sets none")
-        last = self.store.last_attack(interval.key(plan.id))
+        last = self.store.last_attack(interval.key(plan.id, plan.attack.get("args")))
         if last is not None and last > now - interval.interval:
             return self._interval_refusal(interval, plan, last)
         since = f"last at {_at(last, self.timezone)}" if last else "none recorded yet"
         return Verdict(
             "min_interval",
             True,
-            f"min interval: no attack on {_group(interval, plan.id)} within "
+            f"min interval: no attack on {_group(interval, plan)} within "
             f"{_seconds(interval)} ({since})",
         )
 
@@ -263,7 +264,7 @@ class SafetyGuards:
         return Verdict(
             "min_interval",
             False,
-            f"min interval: the last attack on {_group(interval, plan.id)} was at "
+            f"min interval: the last attack on {_group(interval, plan)} was at "
             f"{_at(last, self.timezone)}, less than {_seconds(interval)} before; {NOT_RUN}",
         )
 

@@ -49,7 +49,7 @@ from chalicelib.domain.ports import (
 )
 from chalicelib.domain.recurrence import next_expansion
 from chalicelib.domain.redaction import redact, redact_text
-from chalicelib.domain.safety import SAFETY_SCHEMA, Verdict
+from chalicelib.domain.safety import SAFETY_SCHEMA, PlanSafety, Verdict
 from chalicelib.domain.times import Deadline, ceil_to_second
 from chalicelib.plugins.contract import (
     Attack,
@@ -321,7 +321,7 @@ class PlanService:
         attack_config = {"args": {}, **payload["attack"]}
         validate_planner(payload["planner"], planner_class.schema)
         self._check_attack(attack_class, attack_config)
-        safety = self._check_safety(payload.get("safety"))
+        safety = self._check_safety(payload.get("safety"), attack_config["args"])
         check_plan_size(payload["planner"], attack_config)
 
         proposals, recurrence_args = self._propose(
@@ -389,13 +389,20 @@ class PlanService:
         )
         return PlanPreview(draft, targets, note, verdicts)
 
-    def _check_safety(self, safety: Any) -> dict[str, Any] | None:
-        """A plan's ``safety`` object as it may be stored: its schema, and health-check
-        URLs the outbound policy allows (no link-local or instance-metadata address, as
-        for an attack's own URLs). None when the body has none."""
+    def _check_safety(self, safety: Any, attack_args: Any) -> dict[str, Any] | None:
+        """A plan's ``safety`` object as it may be stored: its schema, a ``tag:KEY``
+        interval group the attack's filters give a value, and health-check URLs the
+        outbound policy allows (no link-local or instance-metadata address, as for an
+        attack's own URLs). None when the body has none."""
         if safety is None:
             return None
         validate(safety, SAFETY_SCHEMA, "safety")
+        interval = PlanSafety.from_dict(safety).min_interval
+        if interval is not None:
+            try:
+                interval.group_name(attack_args if isinstance(attack_args, dict) else None)
+            except ValueError as error:
+                raise InvalidPayload(f"safety.min_interval.group: {error}") from None
         checks = (safety.get("stop_conditions") or {}).get("health_checks") or ()
         for index, check in enumerate(checks):
             refusal = self.argument_policy.outbound.literal_refusal(check["url"])

@@ -94,6 +94,11 @@ def test_the_minimum_interval_alone_is_enough(api: Api) -> None:
             "invalid payload safety.min_interval: 'seconds' is a required property",
         ),
         (
+            {"min_interval": {"seconds": 60, "group": "tag:App"}},
+            "invalid payload safety.min_interval.group: group 'tag:App' names the value of "
+            "the attack's tag:App filter, and its filters have none",
+        ),
+        (
             {"stop_conditions": {"health_checks": [{"url": "http://169.254.169.254/latest"}]}},
             "invalid payload safety.stop_conditions.health_checks.0.url: not allowed: "
             "169.254.169.254 is an instance-metadata address (CME_ALLOW_LINK_LOCAL_TARGETS "

@@ -23,7 +23,7 @@ from chalicelib.bootstrap import Engine, build_engine
 from chalicelib.domain.errors import ProbeFailed, StorageError
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan
 from chalicelib.domain.ports import Probes, Store
-from chalicelib.domain.safety import GUARD_ORDER, Halt
+from chalicelib.domain.safety import GUARD_ORDER, Halt, MinInterval
 from chalicelib.plugins.secret_policy import OutboundPolicy
 from chalicelib.settings import Settings
 from tests.conftest import FixedClock, RecordingScheduler, free_port
@@ -96,14 +96,15 @@ def add_plan(
     engine: Engine,
     *times: datetime,
     safety: dict[str, Any] | None = None,
+    args: dict[str, Any] | None = None,
 ) -> tuple[Plan, list[Executor]]:
-    """A committed plan of the scripted attack with one executor at each time."""
+    """A committed plan of the scripted attack (``args``) with one executor at each time."""
     plan = Plan(
         id=uuid.uuid4().hex,
         name="guarded",
         created=T - timedelta(days=1),
         planner={"ref": "exact_planner:ExactPlanner", "args": {}},
-        attack={"ref": SCRIPTED, "args": {"mode": "ok"}},
+        attack={"ref": SCRIPTED, "args": args or {"mode": "ok"}},
         safety=safety,
     )
     executors = [
@@ -612,6 +613,31 @@ def test_two_plans_sharing_a_group_due_together_attack_once(
     assert [run["executor_id"] for run in runs] == [succeeded.id]
 
 
+def test_a_tag_group_is_the_value_the_attack_filters_give_that_tag(
+    guarded: Engine, clock: FixedClock
+) -> None:
+    """``tag:App``: plans attacking App=web share one clock whatever their other
+    filters; a plan attacking App=db has its own."""
+    runs = runs_of(guarded)
+    safety = {"min_interval": {"seconds": 600, "group": "tag:App"}}
+    web = {"mode": "ok", "filters": {"tag:App": "web"}}
+    web_running = {"mode": "ok", "filters": {"tag:App": ["web"], "instance-state-name": "x"}}
+    database = {"mode": "ok", "filters": {"tag:App": "db"}}
+    _, (first,) = add_plan(guarded, T, safety=safety, args=web)
+    _, (second,) = add_plan(guarded, T, safety=safety, args=web_running)
+    _, (other,) = add_plan(guarded, T, safety=safety, args=database)
+
+    assert run_at(guarded, clock, first).status is ExecutorStatus.SUCCEEDED
+    assert_skipped(
+        run_at(guarded, clock, second),
+        "min interval: the last attack on group 'tag:App=web' was at "
+        f"2026-12-01T13:00:00+01:00, less than 600 s before; {NOT_RUN}",
+    )
+    assert run_at(guarded, clock, other).status is ExecutorStatus.SUCCEEDED
+    assert [run["executor_id"] for run in runs] == [first.id, other.id]
+    assert guarded.store.last_attack("group:tag:App=db") is not None
+
+
 def test_once_the_interval_has_passed_the_next_attack_runs(
     guarded: Engine, clock: FixedClock
 ) -> None:
@@ -745,3 +771,13 @@ def test_preview_shows_each_refusal_and_the_passes_beside_it(
         "calendar: 2026-12-01T11:00:00+01:00 is inside weekdays mon, tue, wed, thu, fri, "
         "hours 09:00-18:00, 1 blackout date(s)",
     )
+
+
+def test_a_tag_group_names_its_values_sorted_and_refuses_a_missing_filter() -> None:
+    interval = MinInterval(timedelta(seconds=60), "tag:App")
+    both = {"filters": {"tag:App": ["web", "api"]}}
+    assert interval.key("p", both) == "group:tag:App=api,web"
+    assert MinInterval(timedelta(seconds=60), "tag:App=web").key("p", both) == "group:tag:App=web"
+    assert MinInterval(timedelta(seconds=60)).key("p", both) == "plan:p"
+    with pytest.raises(ValueError, match="its filters have none"):
+        interval.key("p", {"filters": {"tag:Team": "x"}})
