@@ -277,9 +277,13 @@ def _state_line(settings: Settings) -> str:
     if settings.store == "moto":
         return (
             f"State: moto's DynamoDB in memory (tables {settings.plans_table}, "
-            f"{settings.executors_table}); it is lost when the engine stops"
+            f"{settings.executors_table}, {settings.control_table}, {settings.events_table}); "
+            "it is lost when the engine stops"
         )
-    return f"State: {settings.database_path} (SQLite; kept across restarts)"
+    return (
+        f"State: {settings.database_path} and the audit trail beside it "
+        "(SQLite; kept across restarts)"
+    )
 
 
 if __name__ == "__main__":
