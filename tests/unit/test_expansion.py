@@ -511,3 +511,27 @@ def test_the_local_scheduler_creates_an_existing_schedule_as_success() -> None:
         assert scheduler.scheduled_ids() == [executor.id]
     finally:
         scheduler.shutdown()
+
+
+def test_a_resume_whose_schedules_fail_is_undone_and_the_plan_stays_paused(
+    engine: Engine, scheduler: RecordingScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming a one-shot plan stores its new executors, then schedules them; when the
+    scheduler creates one and fails, the executors added and the schedule created are
+    removed and the plan is paused again: no executor without a schedule is left."""
+    plan = engine.plans.create(one_shot())
+    engine.plans.update(plan.id, {"paused": True})
+    assert executors_of(engine, plan.id) == [] and scheduler.scheduled == {}
+
+    def create_one_then_fail(executors: Any, deadline: object = None) -> None:
+        first, *_ = executors
+        scheduler.scheduled[first.id] = first.next_run_time
+        raise SchedulingError("throttled", created=[first.id])
+
+    monkeypatch.setattr(scheduler, "create", create_one_then_fail)
+    with pytest.raises(SchedulingError):
+        engine.plans.update(plan.id, {"paused": False})
+
+    assert executors_of(engine, plan.id) == []
+    assert scheduler.scheduled == {}
+    assert plan_of(engine, plan.id).paused
