@@ -321,6 +321,26 @@ def test_every_route_requires_iam_authorization(template: dict[str, Any]):
         assert operation.get("security") == [{"sigv4": []}], f"{method} {path}"
 
 
+def test_every_scheduled_or_invoked_function_has_an_errors_alarm(template: dict[str, Any]):
+    """A function that raises (storage trouble, a bug) is alarmed: the attack, reaper and
+    expander run with nobody waiting on their answer (the API's errors reach its caller)."""
+    resources = template["Resources"]
+    alarmed = {
+        properties["Dimensions"][0]["Value"]["Fn::Sub"]
+        for properties in (
+            resource["Properties"]
+            for resource in resources.values()
+            if resource["Type"] == "AWS::CloudWatch::Alarm"
+        )
+        if properties.get("Namespace") == "AWS/Lambda" and properties["MetricName"] == "Errors"
+    }
+    functions = {
+        resources[name]["Properties"]["FunctionName"]["Fn::Sub"]
+        for name in ("Attack", "Reaper", "Expander")
+    }
+    assert functions <= alarmed, functions - alarmed
+
+
 def test_functions_follow_chalice_deploy_naming_and_get_exact_arns(template: dict[str, Any]):
     resources = template["Resources"]
     api = resources["APIHandler"]["Properties"]
