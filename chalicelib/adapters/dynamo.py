@@ -185,6 +185,31 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         return float(self.jitter() * min(self.max_delay, self.base_delay * 2**attempt))
 
+    def retrying(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, again after a conflict or throttling (``is_retryable``), within
+        these bounds; StorageError when they are exhausted. Other errors are raised as
+        they are."""
+        started = self.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except PynamoDBException as error:
+                if not is_retryable(error):
+                    raise
+                attempt += 1
+                delay = self.delay(attempt)
+                spent = self.monotonic() - started
+                if attempt >= self.attempts or spent + delay > self.budget:
+                    raise StorageError(
+                        f"could not {what} after {attempt} attempts in {spent:.1f} s: {error}"
+                    ) from error
+                log.info(
+                    "retrying a DynamoDB call",
+                    extra={"what": what, "attempt": attempt, "delay": round(delay, 3)},
+                )
+                self.sleep(delay)
+
 
 def shard_of(item_id: str) -> int:
     """A stable shard for an id (the same in every process, unlike ``hash``)."""
@@ -521,7 +546,7 @@ class DynamoStore:
         # by list_abandoned_plans) and its executors with it; executors written first
         # would be orphans nothing lists.
         try:
-            self._retrying(
+            self._backoff.retrying(
                 f"store plan {plan.id}", lambda: item.save(condition=plans.id.does_not_exist())
             )
         except PynamoDBException as error:
@@ -542,7 +567,7 @@ class DynamoStore:
                 self._executors,
                 deletes=[{"id": {"S": executor_id}} for executor_id in executor_ids],
             )
-            self._retrying(f"remove plan {plan_id}", lambda: self._plans(plan_id).delete())
+            self._backoff.retrying(f"remove plan {plan_id}", lambda: self._plans(plan_id).delete())
         except (PynamoDBException, StorageError):
             # It stays uncommitted: nothing of it can run, and the reaper removes it.
             log.exception("could not remove a partly stored plan", extra={"plan_id": plan_id})
@@ -551,7 +576,7 @@ class DynamoStore:
         plans = self._plans
         item = plans(plan_id)
         try:
-            self._retrying(
+            self._backoff.retrying(
                 f"commit plan {plan_id}",
                 lambda: item.update(
                     actions=[
@@ -573,7 +598,7 @@ class DynamoStore:
 
     def get_plan(self, plan_id: str) -> Plan | None:
         try:
-            item = self._retrying(
+            item = self._backoff.retrying(
                 f"read plan {plan_id}",
                 lambda: self._plans.get(plan_id, consistent_read=True),
             )
@@ -627,7 +652,7 @@ class DynamoStore:
             stored = self.get_plan(plan.id)
             expected = (stored or plan).executors_count
             try:
-                self._retrying(
+                self._backoff.retrying(
                     f"delete plan {plan.id}",
                     lambda: plans(plan.id).delete(
                         condition=plans.id.does_not_exist() | (plans.count_running == 0)
@@ -785,7 +810,7 @@ class DynamoStore:
                     )
 
             try:
-                self._retrying(f"add executors to plan {plan_id}", write)
+                self._backoff.retrying(f"add executors to plan {plan_id}", write)
             except PynamoDBException as error:
                 if error.cause_response_code != "TransactionCanceledException":
                     raise StorageError(
@@ -912,7 +937,7 @@ class DynamoStore:
     def _plan_item(self, plan_id: str) -> Any:
         """The plan's item, read consistently; None when it does not exist."""
         try:
-            return self._retrying(
+            return self._backoff.retrying(
                 f"read plan {plan_id}", lambda: self._plans.get(plan_id, consistent_read=True)
             )
         except self._plans.DoesNotExist:
@@ -924,7 +949,7 @@ class DynamoStore:
         """UpdateItem ``item`` (refreshed with the new values); False when the condition
         failed."""
         try:
-            self._retrying(what, lambda: item.update(actions=actions, condition=condition))
+            self._backoff.retrying(what, lambda: item.update(actions=actions, condition=condition))
         except PynamoDBException as error:
             if error.cause_response_code == "ConditionalCheckFailedException":
                 return False
@@ -955,7 +980,7 @@ class DynamoStore:
             set_by=halt.by,
         )
         try:
-            self._retrying("record the halt", item.save)
+            self._backoff.retrying("record the halt", item.save)
         except PynamoDBException as error:
             raise StorageError(f"could not record the halt: {error}") from error
         return Halt(
@@ -982,7 +1007,7 @@ class DynamoStore:
             | (control.last_attack <= threshold)
         )
         try:
-            self._retrying(
+            self._backoff.retrying(
                 f"record an attack on {group!r}",
                 lambda: control(key).update(
                     actions=[control.last_attack.set(stamp)], condition=condition
@@ -1010,7 +1035,7 @@ class DynamoStore:
         """One control item, read consistently; None when it does not exist."""
         control = self._control
         try:
-            return self._retrying(what, lambda: control.get(key, consistent_read=True))
+            return self._backoff.retrying(what, lambda: control.get(key, consistent_read=True))
         except control.DoesNotExist:
             return None
         except PynamoDBException as error:
@@ -1020,7 +1045,7 @@ class DynamoStore:
 
     def get_executor(self, executor_id: str) -> Executor | None:
         try:
-            item = self._retrying(
+            item = self._backoff.retrying(
                 f"read executor {executor_id}",
                 lambda: self._executors.get(executor_id, consistent_read=True),
             )
@@ -1152,7 +1177,7 @@ class DynamoStore:
 
     def purge_executor(self, executor_id: str) -> None:
         try:
-            self._retrying(
+            self._backoff.retrying(
                 f"purge executor {executor_id}", lambda: self._executors(executor_id).delete()
             )
         except PynamoDBException as error:
@@ -1163,7 +1188,7 @@ class DynamoStore:
         item = model(executor_id)
         order = _order(run_at, executor_id)
         try:
-            self._retrying(
+            self._backoff.retrying(
                 f"move executor {executor_id}",
                 lambda: item.update(
                     actions=[
@@ -1246,7 +1271,7 @@ class DynamoStore:
         """Run an (executor, plan) transaction; False when the executor's condition failed
         or the plan's did on an existing plan; OrphanExecutor when the plan is missing."""
         try:
-            self._retrying(what, write)
+            self._backoff.retrying(what, write)
         except PynamoDBException as error:
             if error.cause_response_code != "TransactionCanceledException":
                 raise StorageError(f"could not {what}: {error}") from error
@@ -1283,7 +1308,7 @@ class DynamoStore:
             first = self._first_pending(plan_id, known)
             if first is not None:
                 try:
-                    self._retrying(
+                    self._backoff.retrying(
                         f"refresh plan {plan_id}",
                         lambda: plans(plan_id).update(
                             actions=[plans.next_execution.set(to_storage(first))],
@@ -1428,7 +1453,7 @@ class DynamoStore:
                 )
                 return dict(next(iter(result.page_iter), {}))
 
-            page = self._retrying(f"read {read.model.Meta.table_name}", query)
+            page = self._backoff.retrying(f"read {read.model.Meta.table_name}", query)
             cut = len(partition.prefix)
             reader.pages += 1
             reader.last_key = page.get("LastEvaluatedKey")
@@ -1455,31 +1480,6 @@ class DynamoStore:
         for reader, page in zip(readers, pages, strict=True):
             reader.items.extend(pair for pair in page if kept is None or id(pair[1]) in kept)
 
-    def _retrying(self, what: str, call: Callable[[], T]) -> T:
-        """``call()``, again after a conflict or throttling, within the backoff's bounds;
-        StorageError when they are exhausted. Other errors are raised as they are."""
-        backoff = self._backoff
-        started = backoff.monotonic()
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except PynamoDBException as error:
-                if not is_retryable(error):
-                    raise
-                attempt += 1
-                delay = backoff.delay(attempt)
-                spent = backoff.monotonic() - started
-                if attempt >= backoff.attempts or spent + delay > backoff.budget:
-                    raise StorageError(
-                        f"could not {what} after {attempt} attempts in {spent:.1f} s: {error}"
-                    ) from error
-                log.info(
-                    "retrying a DynamoDB call",
-                    extra={"what": what, "attempt": attempt, "delay": round(delay, 3)},
-                )
-                backoff.sleep(delay)
-
     def _batch_write(
         self,
         model: Any,
@@ -1502,7 +1502,7 @@ class DynamoStore:
             began = backoff.monotonic()
             attempt = 0
             while put_items or delete_items:
-                data = self._retrying(
+                data = self._backoff.retrying(
                     f"batch write {table}",
                     functools.partial(
                         connection.batch_write_item, put_items=put_items, delete_items=delete_items

@@ -27,7 +27,7 @@ from __future__ import annotations
 import builtins
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +38,7 @@ from pynamodb.exceptions import PynamoDBException
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.adapters.dynamo import NO_SDK_RETRIES, SHARDS, Backoff, is_retryable, shard_of
+from chalicelib.adapters.dynamo import NO_SDK_RETRIES, SHARDS, Backoff, shard_of
 from chalicelib.domain.errors import StorageError
 from chalicelib.domain.events import Event, EventKind, decode_cursor, encode_cursor, query_digest
 from chalicelib.domain.ports import Page
@@ -167,7 +167,7 @@ class DynamoEventLog:
         except (TypeError, ValueError) as error:
             raise StorageError(f"could not store event {event.id}: {error}") from error
         try:
-            self._retrying(f"store event {event.id}", item.save)
+            self._backoff.retrying(f"store event {event.id}", item.save)
         except PynamoDBException as error:
             raise StorageError(f"could not store event {event.id}: {error}") from error
 
@@ -250,7 +250,7 @@ class DynamoEventLog:
                 )
                 return dict(next(iter(result.page_iter), {}))
 
-            page = self._retrying(f"read {model.Meta.table_name}", query)
+            page = self._backoff.retrying(f"read {model.Meta.table_name}", query)
             shard.pages += 1
             shard.last_key = page.get("LastEvaluatedKey")
             if shard.last_key is None:
@@ -267,27 +267,6 @@ class DynamoEventLog:
                     builtins.list(pool.map(one, shards))
         except PynamoDBException as error:
             raise StorageError(f"could not read {model.Meta.table_name}: {error}") from error
-
-    def _retrying(self, what: str, call: Callable[[], T]) -> T:
-        """``call()``, again after throttling, within the backoff's bounds (botocore makes
-        one attempt: dynamo.NO_SDK_RETRIES); StorageError when they are exhausted."""
-        backoff = self._backoff
-        started = backoff.monotonic()
-        attempt = 0
-        while True:
-            try:
-                return call()
-            except PynamoDBException as error:
-                if not is_retryable(error):
-                    raise
-                attempt += 1
-                delay = backoff.delay(attempt)
-                spent = backoff.monotonic() - started
-                if attempt >= backoff.attempts or spent + delay > backoff.budget:
-                    raise StorageError(
-                        f"could not {what} after {attempt} attempts in {spent:.1f} s: {error}"
-                    ) from error
-                backoff.sleep(delay)
 
     @staticmethod
     def _event(item: Any) -> Event:
