@@ -85,4 +85,4 @@ def _flush(engine: Any) -> None:
     """Send the notifications a run queued before the Lambda returns: a frozen Lambda
     runs no background thread, so what is not sent now may never be."""
     if engine.audit is not None:
-        engine.audit.flush(5.0)
+        engine.audit.flush()

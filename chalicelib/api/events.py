@@ -23,18 +23,15 @@ events_api = Blueprint(__name__)
 PATH = "events/"
 # The longest plan id a filter may name (ids are 32 hex characters).
 MAX_PLAN_ID = 200
-# The Engine's attribute holding the AuditTrail (an attribute name, so that this route
-# answers 503 rather than 500 on an engine built without one).
-AUDIT_ATTRIBUTE = "audit"
 
 
 def event_log() -> EventLog:
-    """The event log of the engine serving this request."""
-    audit = getattr(engine_of(events_api.current_app), AUDIT_ATTRIBUTE, None)
+    """The event log of the engine serving this request (503 for an engine built
+    without an audit trail)."""
+    audit = engine_of(events_api.current_app).audit
     if audit is None:
         raise ServiceUnavailable("this engine keeps no audit trail")
-    events: EventLog = audit.events
-    return events
+    return audit.events
 
 
 def params() -> dict[str, str]:

@@ -40,9 +40,6 @@ BODY_TYPES = [
 ]
 # Left free of a deployed request's remaining time, to answer after an undo.
 RESPONSE_MARGIN_SECONDS = 2.0
-# How long a deployed PUT /halt waits for its notification to be sent (the webhook's
-# timeout is 3 s, SNS's a few seconds; a failure is logged and the halt stands).
-HALT_NOTIFY_SECONDS = 5.0
 # ``executed`` values that ask for every executor, pending and executed.
 BOTH_WORDS = frozenset({"any", "all"})
 PLAN_STATUSES = ("pending", "executed")
@@ -306,7 +303,7 @@ def set_halt() -> Response:
     if current.settings.on_lambda and current.audit is not None:
         # Its halt.changed notification is sent from a background thread, which a frozen
         # Lambda does not run: send it before answering (as the attack Lambda does).
-        current.audit.flush(HALT_NOTIFY_SECONDS)
+        current.audit.flush()
     return hal(halt_document(halt, current.settings.timezone))
 
 
