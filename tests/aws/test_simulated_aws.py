@@ -13,10 +13,10 @@ import random
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import pytest
@@ -25,10 +25,11 @@ from botocore.exceptions import ClientError
 
 from chalicelib.adapters.eventbridge import EventBridgeScheduler
 from chalicelib.api.context import set_engine
-from chalicelib.bootstrap import Engine, build_engine
+from chalicelib.bootstrap import Engine, build_audit, build_engine
 from chalicelib.domain.errors import PlanningError, SchedulingError
+from chalicelib.domain.events import Event
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan
-from chalicelib.domain.ports import ExecutorQuery
+from chalicelib.domain.ports import ExecutorQuery, Page
 from chalicelib.domain.times import Deadline
 from chalicelib.settings import Settings
 from tests.aws.conftest import GROUP, REGION, TARGET, schedule_names
@@ -42,6 +43,7 @@ from tests.aws.simulator import (
 from tests.conftest import FIXTURES
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+T = TypeVar("T")
 QUEUE = TARGET.dead_letter_arn.rsplit(":", 1)[-1]
 RECORDER = {"ref": "recorder:Recorder", "args": {"label": "simulated"}}
 
@@ -88,32 +90,54 @@ class World:
             }
         )
 
-    def executors(self, plan_id: str) -> list[Executor]:
-        """Every executor of a plan, read without index lag or faults."""
-        lag, throttles, conflicts = (
-            self.aws.gsi_lag_writes,
-            self.aws.throttles,
-            self.aws.transaction_conflicts,
-        )
+    @contextmanager
+    def faultless(self) -> Iterator[None]:
+        """The test's own reads: without index lag or faults, restored afterwards."""
+        saved = (self.aws.gsi_lag_writes, self.aws.throttles, self.aws.transaction_conflicts)
         self.aws.gsi_lag_writes = 0
         self.aws.throttles = self.aws.transaction_conflicts = 0.0
         try:
-            found: list[Executor] = []
-            cursor: str | None = None
-            while True:
-                page = self.engine.store.list_executors(
-                    ExecutorQuery(executed=None, plan_id=plan_id), 500, cursor
-                )
-                found.extend(page.items)
-                if page.cursor is None:
-                    return found
-                cursor = page.cursor
+            yield
         finally:
-            self.aws.gsi_lag_writes = lag
-            self.aws.throttles, self.aws.transaction_conflicts = throttles, conflicts
+            self.aws.gsi_lag_writes, self.aws.throttles, self.aws.transaction_conflicts = saved
+
+    def executors(self, plan_id: str) -> list[Executor]:
+        """Every executor of a plan, read without index lag or faults."""
+        query = ExecutorQuery(executed=None, plan_id=plan_id)
+        with self.faultless():
+            return every_page(lambda cursor: self.engine.store.list_executors(query, 500, cursor))
+
+    def events(self, plan_id: str) -> list[Event]:
+        """Every audit event of a plan (an engine built ``audited``), read without faults."""
+        audit = self.engine.audit
+        assert audit is not None, "build the world with audited=True"
+        with self.faultless():
+            return every_page(lambda cursor: audit.events.list(plan_id, None, 500, cursor))
+
+    def calm(self) -> None:
+        """AWS behaves from now on (for the test's own reads and writes)."""
+        self.aws.gsi_lag_writes = 0
+        self.aws.throttles = self.aws.transaction_conflicts = self.aws.sdk_throttles = 0.0
+
+    def misbehave(self, conflicts: float = 0.05, sdk: float = 0.05, past_sdk: float = 0.01) -> None:
+        self.aws.transaction_conflicts = conflicts
+        self.aws.sdk_throttles = sdk
+        self.aws.throttles = past_sdk
 
     def runs_of(self, executor_id: str) -> list[dict[str, Any]]:
         return [run for run in self.runs if run["executor_id"] == executor_id]
+
+
+def every_page(read: Callable[[str | None], Page[T]]) -> list[T]:
+    """Every item of a paged list, following its cursors."""
+    found: list[T] = []
+    cursor: str | None = None
+    while True:
+        page = read(cursor)
+        found.extend(page.items)
+        if page.cursor is None:
+            return found
+        cursor = page.cursor
 
 
 @pytest.fixture
@@ -133,11 +157,13 @@ def world(aws: None, scheduler_client: Any, chalice_app: Any) -> Iterator[Callab
         api_latency: dict[str, float] | None = None,
         concurrency: int = 1,
         allowed_lateness: timedelta = timedelta(minutes=2),
+        start: datetime = START,
+        audited: bool = False,
     ) -> World:
         from app import attack as attack_handler
         from chalicelib.adapters.dynamo import Backoff, DynamoStore
 
-        clock = VirtualClock(START)
+        clock = VirtualClock(start)
         simulated = stack.enter_context(
             SimulatedAws(clock, seed=seed, latency=latency, api_latency=api_latency)
         )
@@ -145,6 +171,7 @@ def world(aws: None, scheduler_client: Any, chalice_app: Any) -> Iterator[Callab
             timezone_name="UTC",
             plans_table="cme-sim-plans",
             executors_table="cme-sim-executors",
+            events_table="cme-sim-events",
             aws_region=REGION,
             schedule_group=GROUP,
             allowed_lateness=allowed_lateness,
@@ -156,8 +183,13 @@ def world(aws: None, scheduler_client: Any, chalice_app: Any) -> Iterator[Callab
             clock=clock,
             backoff=Backoff(sleep=clock.sleep, monotonic=clock.monotonic, jitter=jitter.random),
         )
+        # ``audited``: the audit trail on DynamoDB as deployed (its table made as
+        # CloudFormation would), so that its writes meet the same faults.
+        audit = build_audit(settings, local=False, clock=clock) if audited else None
         with simulated.internal():
             store.create_tables()
+            if audit is not None:
+                audit.events.create_table()  # type: ignore[attr-defined]
         # As bootstrap builds it: the adapter retries, botocore does not.
         no_retries = Config(retries={"mode": "standard", "total_max_attempts": 1})
         scheduler = EventBridgeScheduler(
@@ -172,7 +204,7 @@ def world(aws: None, scheduler_client: Any, chalice_app: Any) -> Iterator[Callab
             sleep=clock.sleep,
             monotonic=clock.monotonic,
         )
-        engine = build_engine(settings, store, lambda runner: scheduler, clock)
+        engine = build_engine(settings, store, lambda runner: scheduler, clock, audit=audit)
         set_engine(chalice_app, engine)
         runs: list[dict[str, Any]] = sys.modules[
             engine.attacks.resolve("recorder:Recorder").__module__

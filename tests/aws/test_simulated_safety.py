@@ -17,11 +17,8 @@ failure modes. Behaviours relied on, as AWS documents them:
 
 from __future__ import annotations
 
-import random
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from itertools import pairwise
@@ -29,122 +26,17 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config
 
-from chalicelib.adapters.eventbridge import EventBridgeScheduler
-from chalicelib.api.context import set_engine
-from chalicelib.bootstrap import build_audit, build_engine
-from chalicelib.domain.events import Event, EventKind
+from chalicelib.domain.events import EventKind
 from chalicelib.domain.model import Executor, ExecutorStatus, Plan
 from chalicelib.domain.recurrence import occurrence_key
 from chalicelib.services.safety import HaltRequest
-from chalicelib.settings import Settings
-from tests.aws.conftest import GROUP, REGION, TARGET, schedule_names
-from tests.aws.simulator import SchedulerSimulator, SimulatedAws, VirtualClock, at_instant
-from tests.aws.test_simulated_aws import QUEUE, RECORDER, START, World, at
-from tests.conftest import FIXTURES
+from tests.aws.conftest import REGION, schedule_names
+from tests.aws.simulator import at_instant
+from tests.aws.test_simulated_aws import RECORDER, World, at
+from tests.aws.test_simulated_aws import world as world  # noqa: PLC0414 (the fixture)
 
 INTERVAL = timedelta(seconds=60)
-
-
-class Audited(World):
-    """A World whose engine keeps its audit trail on DynamoDB."""
-
-    def events(self, plan_id: str) -> list[Event]:
-        """Every event of a plan, read without index lag or faults (as ``executors``)."""
-        audit = self.engine.audit
-        assert audit is not None
-        saved = (self.aws.gsi_lag_writes, self.aws.throttles, self.aws.transaction_conflicts)
-        self.aws.gsi_lag_writes = 0
-        self.aws.throttles = self.aws.transaction_conflicts = 0.0
-        try:
-            found: list[Event] = []
-            cursor: str | None = None
-            while True:
-                page = audit.events.list(plan_id, None, 500, cursor)
-                found.extend(page.items)
-                if page.cursor is None:
-                    return found
-                cursor = page.cursor
-        finally:
-            self.aws.gsi_lag_writes, self.aws.throttles, self.aws.transaction_conflicts = saved
-
-    def calm(self) -> None:
-        """AWS behaves from now on (for the test's own reads and writes)."""
-        self.aws.gsi_lag_writes = 0
-        self.aws.throttles = self.aws.transaction_conflicts = self.aws.sdk_throttles = 0.0
-
-    def misbehave(self, conflicts: float = 0.05, sdk: float = 0.05, past_sdk: float = 0.01) -> None:
-        self.aws.transaction_conflicts = conflicts
-        self.aws.sdk_throttles = sdk
-        self.aws.throttles = past_sdk
-
-
-@pytest.fixture
-def audited(aws: None, scheduler_client: Any, chalice_app: Any) -> Iterator[Callable[..., Audited]]:
-    """The ``world`` fixture of test_simulated_aws.py, with the audit trail on DynamoDB
-    (``build_audit(settings, local=False)``, its table created as CloudFormation would)."""
-    stack = ExitStack()
-    boto3.client("sqs", region_name=REGION).create_queue(QueueName=QUEUE)
-
-    def make(*, seed: int = 1, duplicates: float = 0.0, start: datetime = START) -> Audited:
-        from app import attack as attack_handler
-        from chalicelib.adapters.dynamo import Backoff, DynamoStore
-
-        clock = VirtualClock(start)
-        simulated = stack.enter_context(SimulatedAws(clock, seed=seed))
-        settings = Settings(
-            timezone_name="UTC",
-            plans_table="cme-sim-plans",
-            executors_table="cme-sim-executors",
-            events_table="cme-sim-events",
-            aws_region=REGION,
-            schedule_group=GROUP,
-            allowed_lateness=timedelta(minutes=2),
-            attack_folders=(FIXTURES / "test_attacks",),
-        )
-        jitter = random.Random(seed)
-        store = DynamoStore(
-            settings,
-            clock=clock,
-            backoff=Backoff(sleep=clock.sleep, monotonic=clock.monotonic, jitter=jitter.random),
-        )
-        audit = build_audit(settings, local=False, clock=clock)
-        with simulated.internal():
-            store.create_tables()
-            audit.events.create_table()  # type: ignore[attr-defined]
-        no_retries = Config(retries={"mode": "standard", "total_max_attempts": 1})
-        scheduler = EventBridgeScheduler(
-            client_factory=lambda: boto3.client("scheduler", region_name=REGION, config=no_retries),
-            target_factory=lambda: TARGET,
-            group=GROUP,
-            allowed_lateness=settings.allowed_lateness,
-            concurrency=1,
-            rate_per_second=0,
-            plan_deadline=settings.plan_deadline,
-            now=clock.now,
-            sleep=clock.sleep,
-            monotonic=clock.monotonic,
-        )
-        engine = build_engine(settings, store, lambda runner: scheduler, clock, audit=audit)
-        set_engine(chalice_app, engine)
-        runs: list[dict[str, Any]] = sys.modules[
-            engine.attacks.resolve("recorder:Recorder").__module__
-        ].RUNS
-        runs.clear()
-        sim = SchedulerSimulator(
-            clock,
-            simulated,
-            lambda event: attack_handler(event, None),
-            group=GROUP,
-            region=REGION,
-            seed=seed,
-            duplicates=duplicates,
-        )
-        return Audited(clock, simulated, sim, engine, scheduler, runs)
-
-    with stack:
-        yield make
 
 
 def window_plan(w: World, name: str, first: str, last: str, times: int, **extra: Any) -> Plan:
@@ -203,11 +95,11 @@ def exact_counts(w: World, plan: Plan, executors: list[Executor]) -> list[str]:
 # -- 1. the minimum interval ------------------------------------------------------------------
 
 
-def test_the_minimum_interval_holds_under_aws_behaviour(audited: Callable[..., Audited]):
+def test_the_minimum_interval_holds_under_aws_behaviour(world: Callable[..., World]):
     """Three plans share a 60 s group; 45 executors due within 10 minutes (some in the
     same second), 20 % delivered twice (half at once), conflicts and throttles: no two
     attacks of the group within 60 s, each executor ends once, one event per move."""
-    w = audited(seed=11, duplicates=0.2)
+    w = world(seed=11, duplicates=0.2, audited=True)
     safety = {"min_interval": {"seconds": INTERVAL.total_seconds(), "group": "payments"}}
     plans = [
         window_plan(w, name, first, last, 15, safety=safety)
@@ -302,10 +194,10 @@ def test_the_minimum_interval_holds_under_aws_behaviour(audited: Callable[..., A
 # -- 2. the halt ------------------------------------------------------------------------------
 
 
-def test_the_halt_holds_under_aws_behaviour(audited: Callable[..., Audited]):
+def test_the_halt_holds_under_aws_behaviour(world: Callable[..., World]):
     """A halt set in the middle of a plan's executors and lifted later: those due while
     it held are skipped "halted:", duplicates of them do nothing, later ones run."""
-    w = audited(seed=5, duplicates=0.5)
+    w = world(seed=6, duplicates=0.5, audited=True)
     plan = window_plan(w, "halted", "09:10", "09:30", 20)
     executors = sorted(w.executors(plan.id), key=lambda e: e.next_run_time)
     times = [e.next_run_time for e in executors]
@@ -371,12 +263,12 @@ def test_the_halt_holds_under_aws_behaviour(audited: Callable[..., Audited]):
 
 
 def test_the_recurring_expansion_holds_under_aws_behaviour(
-    audited: Callable[..., Audited], monkeypatch: pytest.MonkeyPatch
+    world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ):
     """A recurring plan over three virtual days, expanded every hour by two runners at
     once, with conflicts and throttles: each day's executors exist once, each delivered
     one runs once, none is created in the past, every pending one has its schedule."""
-    w = audited(seed=3, duplicates=0.2)
+    w = world(seed=3, duplicates=0.2, audited=True)
     plan = w.engine.plans.create(
         {
             "name": "daily",
