@@ -34,6 +34,10 @@ serialize_moto()
 # registers its own). Anything else — a real AWS endpoint, the metadata address, a DNS
 # lookup of a public name — fails the test at once instead of leaving the machine.
 LAB_NETWORKS: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+# Every refused attempt, in order: the autouse ``nothing_tried_to_leave`` fails the test
+# during which one was made, even if the code under test caught the OSError (a guard of
+# ours must refuse *before* the socket; this one is the last line, not the test).
+REFUSED_ATTEMPTS: list[str] = []
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 _real_getaddrinfo = socket.getaddrinfo
@@ -53,6 +57,7 @@ def _is_allowed_host(host: object) -> bool:
 
 def _check(address: object) -> None:
     if isinstance(address, tuple) and address and not _is_allowed_host(address[0]):
+        REFUSED_ATTEMPTS.append(f"connect {address[0]!r}")
         raise OSError(f"tests may not reach {address[0]!r}: only loopback and lab networks")
 
 
@@ -72,6 +77,7 @@ def _guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> objec
     if host is not None and not _is_allowed_host(
         host.decode() if isinstance(host, bytes) else host
     ):
+        REFUSED_ATTEMPTS.append(f"resolve {host!r}")
         raise OSError(f"tests may not resolve {host!r}: only loopback and lab networks")
     return _real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
 
@@ -85,6 +91,17 @@ from chalicelib.bootstrap import Engine, build_engine  # noqa: E402
 from chalicelib.settings import Settings  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def nothing_tried_to_leave() -> Iterator[None]:
+    """Fail a test during which anything tried to reach beyond loopback and the lab's
+    networks (the instance-metadata address, a real AWS endpoint, a public name)."""
+    REFUSED_ATTEMPTS.clear()
+    yield
+    tried = list(REFUSED_ATTEMPTS)
+    REFUSED_ATTEMPTS.clear()
+    assert tried == [], f"tried to leave the machine: {tried}"
 
 
 @dataclass
